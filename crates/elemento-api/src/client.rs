@@ -1,0 +1,632 @@
+//! The HTTP client: one per process, cheap to clone, shared by every controller.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tracing::{debug, warn};
+
+use crate::config::{Auth, ClientConfig, Endpoints, RetryPolicy};
+use crate::error::{ApiError, from_status};
+use crate::routes::{self, Route};
+use crate::types::*;
+use crate::units;
+
+/// Receives one report per HTTP try: route, outcome (status code, `timeout` or `connect_error`)
+/// and latency. The CCM and CSI driver feed their Prometheus metrics from it.
+pub trait CallObserver: Send + Sync + 'static {
+    fn observe(&self, route: &Route, outcome: &str, elapsed: Duration);
+}
+
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    endpoints: Endpoints,
+    timeout: Duration,
+    retry: RetryPolicy,
+    auth: RwLock<Auth>,
+    /// Bumped after each successful login, so concurrent 401s trigger one login, not many.
+    login_generation: AtomicU64,
+    login_lock: tokio::sync::Mutex<()>,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    retry_after: Option<Duration>,
+}
+
+/// One failed try, and whether the server can have acted on it.
+struct TryError {
+    error: ApiError,
+    /// The request never reached the server (connection refused): always safe to resend.
+    not_sent: bool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.inner.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(cfg: ClientConfig) -> Result<Self, ApiError> {
+        Self::with_observer(cfg, None)
+    }
+
+    pub fn with_observer(
+        cfg: ClientConfig,
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> Result<Self, ApiError> {
+        // reqwest is built without a bundled crypto provider; ring is the one kube uses too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = reqwest::Client::builder()
+            .user_agent(cfg.user_agent.clone())
+            .connect_timeout(cfg.timeout)
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(pem) = &cfg.ca_bundle_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ApiError::Config(format!("CA bundle: {e}")))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        let http = b
+            .build()
+            .map_err(|e| ApiError::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                endpoints: cfg.endpoints,
+                timeout: cfg.timeout,
+                retry: cfg.retry,
+                auth: RwLock::new(cfg.auth),
+                login_generation: AtomicU64::new(0),
+                login_lock: tokio::sync::Mutex::new(()),
+                observer,
+            }),
+        })
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.inner.endpoints
+    }
+
+    /// Replaces the credentials (rotation). The next 401 logs in with the new ones.
+    pub fn set_auth(&self, auth: Auth) {
+        *self.inner.auth.write().unwrap_or_else(|p| p.into_inner()) = auth;
+    }
+
+    fn auth(&self) -> Auth {
+        self.inner
+            .auth
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    // ------------------------------------------------------------ transport
+
+    async fn try_once(
+        &self,
+        route: &Route,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Reply, TryError> {
+        let base = self.inner.endpoints.get(route.service);
+        let url = base.join(route.path.trim_start_matches('/')).map_err(|e| TryError {
+            error: ApiError::Config(format!("{}: {e}", route.name)),
+            not_sent: true,
+        })?;
+        let mut req = self
+            .inner
+            .http
+            .request(route.method.clone(), url)
+            .timeout(self.inner.timeout);
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Some(token) = self.auth().bearer_token {
+            req = req.bearer_auth(token.expose());
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let started = Instant::now();
+        let observe = |outcome: &str| {
+            if let Some(o) = &self.inner.observer {
+                o.observe(route, outcome, started.elapsed());
+            }
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let (outcome, err) = self.transport_error(route, &e);
+                observe(outcome);
+                return Err(err);
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = match resp.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => {
+                let (outcome, err) = self.transport_error(route, &e);
+                observe(outcome);
+                return Err(err);
+            }
+        };
+        observe(&status.to_string());
+        Ok(Reply {
+            status,
+            body,
+            retry_after,
+        })
+    }
+
+    fn transport_error(&self, route: &Route, e: &reqwest::Error) -> (&'static str, TryError) {
+        if e.is_timeout() {
+            let error = ApiError::Timeout {
+                route: route.name,
+                timeout: self.inner.timeout,
+            };
+            return ("timeout", TryError { error, not_sent: false });
+        }
+        let not_sent = e.is_connect();
+        // reqwest's Display includes the URL, which never carries credentials here (logins
+        // are POST bodies), so it is safe to keep.
+        let mut message = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            message = format!("{message}: {s}");
+            src = s.source();
+        }
+        let outcome = if not_sent { "connect_error" } else { "error" };
+        let error = ApiError::Unavailable {
+            route: route.name,
+            message,
+        };
+        (outcome, TryError { error, not_sent })
+    }
+
+    /// Sends a request with re-login on 401 and retries. Non-idempotent routes are resent only
+    /// when the server cannot have acted (429, connection refused): a create is never duplicated.
+    async fn send(
+        &self,
+        route: &Route,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Reply, ApiError> {
+        let mut attempt = 0;
+        let mut relogged = false;
+        loop {
+            attempt += 1;
+            let generation = self.inner.login_generation.load(Ordering::Acquire);
+            let (error, not_sent) = match self.try_once(route, query, body).await {
+                Ok(r) if (200..300).contains(&r.status) => return Ok(r),
+                Ok(r) => {
+                    if r.status == 401 && !relogged && *route != routes::AUTH_LOGIN {
+                        if let Some(creds) = self.auth().credentials {
+                            relogged = true;
+                            debug!(route = route.name, "401: logging in again");
+                            self.relogin(generation, &creds).await?;
+                            attempt -= 1;
+                            continue;
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&r.body);
+                    let limit_on_404 = *route == routes::VM_REGISTER;
+                    let e = from_status(route.name, r.status, &text, limit_on_404, r.retry_after);
+                    let not_sent = matches!(e, ApiError::RateLimited { .. });
+                    (e, not_sent)
+                }
+                Err(TryError { error, not_sent }) => (error, not_sent),
+            };
+            let resendable = route.idempotent || not_sent;
+            if !(resendable && error.is_transient() && attempt < self.inner.retry.max_attempts) {
+                return Err(error);
+            }
+            let delay = match &error {
+                ApiError::RateLimited {
+                    retry_after: Some(d),
+                    ..
+                } => (*d).min(self.inner.retry.max_retry_after),
+                _ => self.inner.retry.backoff(attempt),
+            };
+            warn!(route = route.name, attempt, ?delay, %error, "retrying Elemento API call");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn relogin(
+        &self,
+        seen_generation: u64,
+        creds: &crate::Credentials,
+    ) -> Result<(), ApiError> {
+        let _guard = self.inner.login_lock.lock().await;
+        if self.inner.login_generation.load(Ordering::Acquire) != seen_generation {
+            return Ok(()); // another task logged in meanwhile
+        }
+        self.login_with(creds).await?;
+        self.inner.login_generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    async fn call<T: Serialize>(
+        &self,
+        route: &Route,
+        query: &[(&str, &str)],
+        body: Option<&T>,
+    ) -> Result<Reply, ApiError> {
+        let value = body
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| ApiError::Config(format!("{}: encoding request: {e}", route.name)))?;
+        self.send(route, query, value.as_ref()).await
+    }
+
+    async fn get(&self, route: &Route) -> Result<Reply, ApiError> {
+        self.call::<()>(route, &[], None).await
+    }
+
+    // ------------------------------------------------------------ auth [K]
+
+    async fn login_with(&self, c: &crate::Credentials) -> Result<(), ApiError> {
+        let body = LoginRequest {
+            username: &c.username,
+            password: c.password.expose(),
+            org: c.org.as_deref(),
+        };
+        // One direct try, outside `send` (which calls back here on 401): a failed login is
+        // reported to the caller, whose own retry policy applies.
+        let value = serde_json::to_value(&body)
+            .map_err(|e| ApiError::Config(format!("encoding login: {e}")))?;
+        let route = &routes::AUTH_LOGIN;
+        let reply = self
+            .try_once(route, &[], Some(&value))
+            .await
+            .map_err(|t| t.error)?;
+        if !(200..300).contains(&reply.status) {
+            let text = String::from_utf8_lossy(&reply.body);
+            return Err(from_status(route.name, reply.status, &text, false, reply.retry_after));
+        }
+        let status: AuthStatus = decode_one(route, &reply, None)?;
+        if status.authenticated {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized {
+                route: routes::AUTH_LOGIN.name,
+                message: "the auth daemon refused the login".into(),
+            })
+        }
+    }
+
+    /// Logs in with the configured credentials.
+    pub async fn login(&self) -> Result<(), ApiError> {
+        let creds = self.auth().credentials.ok_or_else(|| {
+            ApiError::Config("login requested but no credentials are configured".into())
+        })?;
+        self.login_with(&creds).await?;
+        self.inner.login_generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    pub async fn auth_status(&self) -> Result<AuthStatus, ApiError> {
+        let r = self.get(&routes::AUTH_STATUS).await?;
+        decode_one(&routes::AUTH_STATUS, &r, None)
+    }
+
+    /// Logs in unless the daemon already holds a login.
+    pub async fn ensure_logged_in(&self) -> Result<(), ApiError> {
+        if self.auth_status().await?.authenticated {
+            return Ok(());
+        }
+        self.login().await
+    }
+
+    pub async fn logout(&self) -> Result<(), ApiError> {
+        self.call::<()>(&routes::AUTH_LOGOUT, &[], None).await.map(drop)
+    }
+
+    // ------------------------------------------------------------ compute
+
+    /// All VMs. There is no single-VM GET [K]: callers share one listing (see the CCM inventory).
+    pub async fn list_vms(&self) -> Result<Vec<Vm>, ApiError> {
+        let r = self.get(&routes::VM_STATUS).await?;
+        Ok(decode_list::<VmWire>(&routes::VM_STATUS, &r)?
+            .into_iter()
+            .filter_map(VmWire::normalise)
+            .collect())
+    }
+
+    pub async fn templates(&self) -> Result<Vec<Template>, ApiError> {
+        let r = self.get(&routes::VM_TEMPLATES).await?;
+        Ok(decode_list::<TemplateWire>(&routes::VM_TEMPLATES, &r)?
+            .into_iter()
+            .filter_map(TemplateWire::normalise)
+            .collect())
+    }
+
+    /// Creates a VM. Not retried on ambiguous failures: look the name up before calling again.
+    /// The response body is [I]; `None` when it does not describe the VM.
+    pub async fn register_vm(&self, spec: &RegisterVmRequest) -> Result<Option<Vm>, ApiError> {
+        let r = self.call(&routes::VM_REGISTER, &[], Some(spec)).await?;
+        Ok(serde_json::from_slice::<VmWire>(&r.body)
+            .ok()
+            .and_then(VmWire::normalise))
+    }
+
+    /// Deletes a VM; `Ok(false)` when it was already gone.
+    pub async fn unregister_vm(&self, id: &str) -> Result<bool, ApiError> {
+        let body = UnregisterRequest { local_index: id };
+        gone_is_ok(self.call(&routes::VM_UNREGISTER, &[], Some(&body)).await)
+    }
+
+    pub async fn start_vm(&self, id: &str) -> Result<(), ApiError> {
+        let body = PowerRequest { vm_uid: id, force: false };
+        self.call(&routes::VM_START, &[], Some(&body)).await.map(drop)
+    }
+
+    pub async fn stop_vm(&self, id: &str, force: bool) -> Result<(), ApiError> {
+        let body = PowerRequest { vm_uid: id, force };
+        self.call(&routes::VM_STOP, &[], Some(&body)).await.map(drop)
+    }
+
+    pub async fn reboot_vm(&self, id: &str) -> Result<(), ApiError> {
+        let body = PowerRequest { vm_uid: id, force: false };
+        self.call(&routes::VM_REBOOT, &[], Some(&body)).await.map(drop)
+    }
+
+    /// Attaches a volume to a VM [I body]. Attaching twice to the same VM succeeds.
+    pub async fn attach_volume(&self, vm_id: &str, volume_id: &str) -> Result<Attachment, ApiError> {
+        let body = VolumeAttachRequest { vm_uid: vm_id, volume_id };
+        let r = self.call(&routes::VM_VOLUME_ATTACH, &[], Some(&body)).await?;
+        Ok(serde_json::from_slice(&r.body).unwrap_or_default())
+    }
+
+    /// Detaches a volume [I body]; `Ok(false)` when it was not attached (or is gone).
+    pub async fn detach_volume(&self, vm_id: &str, volume_id: &str) -> Result<bool, ApiError> {
+        let body = VolumeAttachRequest { vm_uid: vm_id, volume_id };
+        gone_is_ok(self.call(&routes::VM_VOLUME_DETACH, &[], Some(&body)).await)
+    }
+
+    // ------------------------------------------------------------ storage
+
+    pub async fn list_volumes(&self) -> Result<Vec<Volume>, ApiError> {
+        let r = self.get(&routes::VOLUME_ACCESSIBLE).await?;
+        Ok(decode_list::<VolumeWire>(&routes::VOLUME_ACCESSIBLE, &r)?
+            .into_iter()
+            .filter_map(VolumeWire::normalise)
+            .collect())
+    }
+
+    /// How many storage servers can create a volume of `size_bytes` (bare integer answer [K]).
+    pub async fn can_create_volume(&self, size_bytes: u64) -> Result<u32, ApiError> {
+        let gb = units::round_up_to_step(size_bytes)
+            .map(units::gb_for_request)
+            .ok_or_else(|| ApiError::Config("volume size overflows".into()))?;
+        let body = CanCreateWire {
+            size: format_gb(gb),
+        };
+        let r = self.call(&routes::VOLUME_CANCREATE, &[], Some(&body)).await?;
+        let v: Value = serde_json::from_slice(&r.body).map_err(|e| decode_err(&routes::VOLUME_CANCREATE, e))?;
+        match v {
+            Value::Number(n) => Ok(n.as_f64().unwrap_or(0.0).max(0.0) as u32),
+            Value::String(s) => Ok(s.trim().parse().unwrap_or(0)),
+            other => Err(ApiError::Decode {
+                route: routes::VOLUME_CANCREATE.name,
+                message: format!("expected an integer, got {other}"),
+            }),
+        }
+    }
+
+    /// Creates a volume of `size_bytes` rounded up to the 0.125 GB step. Never retried on an
+    /// ambiguous failure: callers look the name up first (see [`Client::find_volume_by_name`]).
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        attrs: &VolumeAttributes,
+    ) -> Result<Volume, ApiError> {
+        let bytes = units::round_up_to_step(size_bytes)
+            .ok_or_else(|| ApiError::Config(format!("volume size {size_bytes} overflows")))?;
+        let body = CreateVolumeWire {
+            size: units::gb_for_request(bytes),
+            name,
+            bootable: false,
+            readonly: false,
+            shareable: attrs.shareable,
+            private: attrs.private,
+            clonable: true,
+            bus: &attrs.bus,
+            alg: "no",
+            format: &attrs.format,
+        };
+        let r = self.call(&routes::VOLUME_CREATE, &[], Some(&body)).await?;
+        decode_one::<VolumeWire>(&routes::VOLUME_CREATE, &r, Some("volume"))?
+            .normalise()
+            .ok_or_else(|| ApiError::Decode {
+                route: routes::VOLUME_CREATE.name,
+                message: "created volume has no id".into(),
+            })
+    }
+
+    pub async fn find_volume_by_name(&self, name: &str) -> Result<Option<Volume>, ApiError> {
+        Ok(self.list_volumes().await?.into_iter().find(|v| v.name == name))
+    }
+
+    /// One volume. The body is either the volume or `{"volume": …}` (documented conflict).
+    pub async fn volume_info(&self, id: &str) -> Result<Volume, ApiError> {
+        let body = VolumeIdRequest { volume_id: id };
+        let r = self.call(&routes::VOLUME_INFO, &[], Some(&body)).await?;
+        decode_one::<VolumeWire>(&routes::VOLUME_INFO, &r, Some("volume"))?
+            .normalise()
+            .ok_or_else(|| ApiError::NotFound {
+                route: routes::VOLUME_INFO.name,
+                message: format!("volume {id} has no id in the answer"),
+            })
+    }
+
+    /// Destroys a volume; `Ok(false)` when it was already gone.
+    pub async fn destroy_volume(&self, id: &str) -> Result<bool, ApiError> {
+        let body = VolumeIdRequest { volume_id: id };
+        gone_is_ok(self.call(&routes::VOLUME_DESTROY, &[], Some(&body)).await)
+    }
+
+    /// Grows a volume to `size_bytes` rounded up to the step [I body]. Returns the new size.
+    pub async fn resize_volume(&self, id: &str, size_bytes: u64) -> Result<u64, ApiError> {
+        let bytes = units::round_up_to_step(size_bytes)
+            .ok_or_else(|| ApiError::Config(format!("volume size {size_bytes} overflows")))?;
+        let body = ResizeVolumeWire {
+            volume_id: id,
+            size: units::gb_for_request(bytes),
+        };
+        self.call(&routes::VOLUME_RESIZE, &[], Some(&body)).await?;
+        Ok(bytes)
+    }
+
+    // ------------------------------------------------------------ network [K]
+
+    pub async fn list_networks(&self) -> Result<Vec<Network>, ApiError> {
+        let r = self.get(&routes::NETWORK_LIST).await?;
+        Ok(decode_list::<NetworkWire>(&routes::NETWORK_LIST, &r)?
+            .into_iter()
+            .filter_map(NetworkWire::normalise)
+            .collect())
+    }
+
+    pub async fn network_info(&self, id: &str) -> Result<Network, ApiError> {
+        let body = NetworkInfoRequest { network_uid: id };
+        let r = self.call(&routes::NETWORK_INFO, &[], Some(&body)).await?;
+        decode_one::<NetworkWire>(&routes::NETWORK_INFO, &r, Some("network"))?
+            .normalise()
+            .ok_or_else(|| ApiError::NotFound {
+                route: routes::NETWORK_INFO.name,
+                message: format!("network {id}"),
+            })
+    }
+
+    // ------------------------------------------------------------ load balancers [I]
+
+    /// Creates a load balancer. Never retried on an ambiguous failure: callers look the
+    /// (deterministic) name up first.
+    pub async fn create_load_balancer(&self, spec: &LoadBalancerSpec) -> Result<LoadBalancer, ApiError> {
+        let r = self.call(&routes::LB_CREATE, &[], Some(spec)).await?;
+        decode_one(&routes::LB_CREATE, &r, Some("loadbalancer"))
+    }
+
+    pub async fn load_balancer(&self, id: &str) -> Result<LoadBalancer, ApiError> {
+        let r = self.call::<()>(&routes::LB_INFO, &[("id", id)], None).await?;
+        decode_one(&routes::LB_INFO, &r, Some("loadbalancer"))
+    }
+
+    /// All load balancers (JSON array or NDJSON, like the other `running` routes).
+    pub async fn list_load_balancers(&self) -> Result<Vec<LoadBalancer>, ApiError> {
+        let r = self.get(&routes::LB_RUNNING).await?;
+        decode_list(&routes::LB_RUNNING, &r)
+    }
+
+    /// Replaces listeners, targets and settings of a load balancer, keeping its address [I].
+    pub async fn update_load_balancer(&self, id: &str, spec: &LoadBalancerSpec) -> Result<LoadBalancer, ApiError> {
+        let body = LbUpdateWire { id, spec };
+        let r = self.call(&routes::LB_UPDATE, &[], Some(&body)).await?;
+        decode_one(&routes::LB_UPDATE, &r, Some("loadbalancer"))
+    }
+
+    /// Deletes a load balancer; `Ok(false)` when it was already gone.
+    pub async fn delete_load_balancer(&self, id: &str) -> Result<bool, ApiError> {
+        gone_is_ok(self.call(&routes::LB_DELETE, &[], Some(&LbIdWire { id })).await)
+    }
+}
+
+fn gone_is_ok(r: Result<Reply, ApiError>) -> Result<bool, ApiError> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// "8" for whole numbers, "1.125" otherwise.
+fn format_gb(gb: f64) -> String {
+    if gb.fract() == 0.0 {
+        format!("{}", gb as u64)
+    } else {
+        format!("{gb}")
+    }
+}
+
+fn decode_err(route: &Route, e: impl std::fmt::Display) -> ApiError {
+    ApiError::Decode {
+        route: route.name,
+        message: e.to_string(),
+    }
+}
+
+/// Decodes a list: 204 or an empty body is `[]` [K]; a JSON array; an object wrapping one array
+/// (`{"vms": […]}`); or NDJSON, one object per line (services' `running` routes [M]). Items that
+/// do not decode are skipped with a warning rather than failing the whole list.
+pub(crate) fn decode_list_bytes<W: DeserializeOwned>(route: &Route, status: u16, body: &[u8]) -> Result<Vec<W>, ApiError> {
+    if status == 204 || body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let items: Vec<Value> = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(a)) => a,
+        Ok(Value::Object(o)) => match o.into_iter().find_map(|(_, v)| match v {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }) {
+            Some(a) => a,
+            None => return Err(decode_err(route, "expected a list")),
+        },
+        Ok(Value::Null) => Vec::new(),
+        Ok(other) => return Err(decode_err(route, format!("expected a list, got {other}"))),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let mut out = Vec::new();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                out.push(serde_json::from_str(line).map_err(|e| decode_err(route, format!("neither JSON nor NDJSON: {e}")))?);
+            }
+            out
+        }
+    };
+    let total = items.len();
+    let decoded: Vec<W> = items
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    if decoded.len() < total {
+        warn!(route = route.name, skipped = total - decoded.len(), "skipped list items that do not decode");
+    }
+    Ok(decoded)
+}
+
+fn decode_list<W: DeserializeOwned>(route: &Route, r: &Reply) -> Result<Vec<W>, ApiError> {
+    decode_list_bytes(route, r.status, &r.body)
+}
+
+/// Decodes one object, unwrapping `{"<wrapper>": {…}}` when present.
+fn decode_one<W: DeserializeOwned>(route: &Route, r: &Reply, wrapper: Option<&str>) -> Result<W, ApiError> {
+    let mut v: Value = serde_json::from_slice(&r.body).map_err(|e| decode_err(route, e))?;
+    if let (Some(key), Value::Object(o)) = (wrapper, &mut v) {
+        if let Some(inner @ Value::Object(_)) = o.remove(key) {
+            v = inner;
+        }
+    }
+    serde_json::from_value(v).map_err(|e| decode_err(route, e))
+}

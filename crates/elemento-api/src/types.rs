@@ -1,0 +1,578 @@
+//! Request and response types. Wire structs (`*Wire`) mirror what Elemento sends and decode
+//! tolerantly (unknown fields ignored, missing fields defaulted); public structs are normalised
+//! (sizes in bytes, RAM in MiB). Shapes not seen in Elemento's code are marked [I].
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lenient;
+use crate::units;
+
+// ---------------------------------------------------------------- auth [K]
+
+#[derive(Serialize)]
+pub(crate) struct LoginRequest<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<&'a str>,
+}
+
+/// `GET /authenticate/status` [K]; the newer daemon adds org and limits [M], which we ignore.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct AuthStatus {
+    #[serde(default, deserialize_with = "lenient::bool_loose")]
+    pub authenticated: bool,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub username: Option<String>,
+}
+
+// ---------------------------------------------------------------- compute
+
+/// Power state, from the newer daemon's `states` field [M]; `Unknown` when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerState {
+    Running,
+    ShutOff,
+    Paused,
+    Unknown,
+}
+
+impl PowerState {
+    fn parse(s: Option<&str>) -> Self {
+        match s.map(|s| s.trim().to_ascii_lowercase()) {
+            Some(s) if s == "running" => PowerState::Running,
+            Some(s) if s == "shut off" || s == "shutoff" || s == "stopped" => PowerState::ShutOff,
+            Some(s) if s == "paused" => PowerState::Paused,
+            _ => PowerState::Unknown,
+        }
+    }
+}
+
+/// A VM, normalised from one item of `GET /vm/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vm {
+    /// `uniqueID`; the Kubernetes providerID is `elemento://<id>`.
+    pub id: String,
+    pub name: String,
+    /// The hypervisor or Meson host serving the VM (`serverurl`).
+    pub server_url: Option<String>,
+    pub slots: u32,
+    pub ram_mib: u64,
+    /// Number of PCI (GPU) devices.
+    pub gpus: u32,
+    pub ipv4: Option<Ipv4Addr>,
+    pub mac: Option<String>,
+    /// Cloud provider (`provider` [M] or `mesos.provider` [K]); `None` on AtomOS hypervisors.
+    pub provider: Option<String>,
+    /// Provider region (`mesos.region`) [I].
+    pub region: Option<String>,
+    pub power: PowerState,
+    /// Volume ids attached to the VM (`req_json.volumes[].vid|volumeID`).
+    pub volume_ids: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct VmWire {
+    #[serde(rename = "uniqueID", default, deserialize_with = "lenient::opt_string")]
+    unique_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    serverurl: Option<String>,
+    #[serde(default)]
+    req_json: ReqJsonWire,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    provider: Option<String>,
+    #[serde(default)]
+    states: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReqJsonWire {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    vm_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    slots: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    ramsize: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::vec_skip_bad")]
+    volumes: Vec<VmVolumeRefWire>,
+    #[serde(default, deserialize_with = "lenient::vec_skip_bad")]
+    pcidevs: Vec<PciWire>,
+    #[serde(default)]
+    network_config: Option<NetworkConfigWire>,
+    #[serde(default)]
+    mesos: Option<MesosWire>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct VmVolumeRefWire {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    vid: Option<String>,
+    #[serde(rename = "volumeID", default, deserialize_with = "lenient::opt_string")]
+    volume_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+pub(crate) struct PciWire {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub vendor: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub model: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    pub quantity: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NetworkConfigWire {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    ipv4: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    mac: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MesosWire {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    provider: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    region: Option<String>,
+}
+
+fn pci_count(pci: &[PciWire]) -> u32 {
+    pci.iter()
+        .map(|p| p.quantity.unwrap_or(1.0).max(0.0) as u32)
+        .sum()
+}
+
+impl VmWire {
+    /// `None` when the item has no id: such an entry cannot be matched to anything.
+    pub(crate) fn normalise(self) -> Option<Vm> {
+        let id = self.unique_id?;
+        let r = self.req_json;
+        let mesos = r.mesos.unwrap_or_default();
+        let net = r.network_config.unwrap_or_default();
+        // `states` is a string in the TUI fixtures; tolerate a list of strings too.
+        let state = match &self.states {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Array(a)) => a.iter().find_map(|v| v.as_str().map(String::from)),
+            _ => None,
+        };
+        Some(Vm {
+            name: r.vm_name.unwrap_or_default(),
+            server_url: self.serverurl,
+            slots: r.slots.unwrap_or(0.0).max(0.0) as u32,
+            ram_mib: units::status_ram_to_mib(r.ramsize.unwrap_or(0.0)),
+            gpus: pci_count(&r.pcidevs),
+            ipv4: net.ipv4.and_then(|s| s.split('/').next()?.trim().parse().ok()),
+            mac: net.mac,
+            provider: self.provider.or(mesos.provider),
+            region: mesos.region,
+            power: PowerState::parse(state.as_deref()),
+            volume_ids: r
+                .volumes
+                .into_iter()
+                .filter_map(|v| v.vid.or(v.volume_id))
+                .collect(),
+            id,
+        })
+    }
+}
+
+/// A VM flavour template (`GET /vm/templates`) [K].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub name: String,
+    pub slots: u32,
+    pub ram_mib: u64,
+    pub gpus: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct TemplateWire {
+    #[serde(default)]
+    info: TemplateInfoWire,
+    #[serde(default)]
+    cpu: TemplateCpuWire,
+    #[serde(default)]
+    ram: TemplateRamWire,
+    #[serde(default, deserialize_with = "lenient::vec_skip_bad")]
+    pci: Vec<PciWire>,
+}
+#[derive(Debug, Default, Deserialize)]
+struct TemplateInfoWire {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    name: Option<String>,
+}
+#[derive(Debug, Default, Deserialize)]
+struct TemplateCpuWire {
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    slots: Option<f64>,
+}
+#[derive(Debug, Default, Deserialize)]
+struct TemplateRamWire {
+    /// MiB in templates [K].
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    ramsize: Option<f64>,
+}
+
+impl TemplateWire {
+    pub(crate) fn normalise(self) -> Option<Template> {
+        Some(Template {
+            name: self.info.name?,
+            slots: self.cpu.slots.unwrap_or(0.0).max(0.0) as u32,
+            ram_mib: self.ram.ramsize.unwrap_or(0.0).max(0.0) as u64,
+            gpus: pci_count(&self.pci),
+        })
+    }
+}
+
+/// Body of `POST /vm/register` (the "Spec") [K]. `ramsize` is MiB here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterVmRequest {
+    pub info: RegisterVmInfo,
+    pub slots: u32,
+    pub overprovision: u32,
+    #[serde(rename = "allowSMT")]
+    pub allow_smt: bool,
+    pub archs: Vec<String>,
+    pub flags: Vec<String>,
+    pub ramsize: u64,
+    #[serde(rename = "reqECC")]
+    pub req_ecc: bool,
+    pub volumes: Vec<RegisterVmVolume>,
+    #[serde(rename = "has_network")]
+    pub has_network: bool,
+    pub networks: Vec<RegisterVmNetwork>,
+    #[serde(rename = "vm_tags")]
+    pub vm_tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegisterVmInfo {
+    pub vm_name: String,
+    pub autostart: bool,
+}
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegisterVmVolume {
+    pub vid: String,
+    pub priority: u32,
+}
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegisterVmNetwork {
+    pub network_uid: String,
+}
+
+impl RegisterVmRequest {
+    /// A minimal x86_64 spec with `slots` and `ram_mib`, as the Elemento templates define them.
+    pub fn new(name: &str, slots: u32, ram_mib: u64) -> Self {
+        Self {
+            info: RegisterVmInfo {
+                vm_name: name.to_string(),
+                autostart: true,
+            },
+            slots,
+            overprovision: 2,
+            allow_smt: false,
+            archs: vec!["X86_64".into()],
+            flags: vec![],
+            ramsize: ram_mib,
+            req_ecc: false,
+            volumes: vec![],
+            has_network: true,
+            networks: vec![],
+            vm_tags: vec![],
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct UnregisterRequest<'a> {
+    pub local_index: &'a str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct PowerRequest<'a> {
+    pub vm_uid: &'a str,
+    pub force: bool,
+}
+
+/// Body of `POST /vm/volume/attach|detach` [I], by analogy with reboot (`vm_uid`) and destroy
+/// (`volume_id`).
+#[derive(Serialize)]
+pub(crate) struct VolumeAttachRequest<'a> {
+    pub vm_uid: &'a str,
+    pub volume_id: &'a str,
+}
+
+/// What attach returns [I]: how the guest will see the disk. Both fields are optional, and the CSI
+/// node plugin falls back to the virtio serial derived from the volume id.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Attachment {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub device: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub serial: Option<String>,
+}
+
+// ---------------------------------------------------------------- storage
+
+/// A volume, normalised from the storage daemon's Volume object [K].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: String,
+    pub name: String,
+    pub size_bytes: u64,
+    pub format: Option<String>,
+    pub bus: Option<String>,
+    pub shareable: bool,
+    pub private: bool,
+    pub readonly: bool,
+    pub bootable: bool,
+    pub clonable: bool,
+    pub server_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct VolumeWire {
+    #[serde(rename = "volumeID", default, deserialize_with = "lenient::opt_string")]
+    volume_id: Option<String>,
+    /// The create response names the id `vid` (thesis schema).
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    vid: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    size: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    format: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    img_format: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    bus: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool_loose")]
+    shareable: bool,
+    #[serde(default, deserialize_with = "lenient::bool_loose")]
+    private: bool,
+    #[serde(default, deserialize_with = "lenient::bool_loose")]
+    readonly: bool,
+    #[serde(default, deserialize_with = "lenient::bool_loose")]
+    bootable: bool,
+    #[serde(default, deserialize_with = "lenient::bool_loose")]
+    clonable: bool,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    serverurl: Option<String>,
+}
+
+impl VolumeWire {
+    pub(crate) fn normalise(self) -> Option<Volume> {
+        Some(Volume {
+            id: self.volume_id.or(self.vid)?,
+            name: self.name.unwrap_or_default(),
+            size_bytes: units::volume_size_to_bytes(self.size.unwrap_or(0.0)),
+            format: self.format.or(self.img_format),
+            bus: self.bus,
+            shareable: self.shareable,
+            private: self.private,
+            readonly: self.readonly,
+            bootable: self.bootable,
+            clonable: self.clonable,
+            server_url: self.serverurl,
+        })
+    }
+}
+
+/// Volume attributes chosen at creation [K].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeAttributes {
+    /// `virtio` or `sata`.
+    pub bus: String,
+    /// `raw` or `qcow2`.
+    pub format: String,
+    pub shareable: bool,
+    pub private: bool,
+}
+
+impl Default for VolumeAttributes {
+    fn default() -> Self {
+        Self {
+            bus: "virtio".into(),
+            format: "raw".into(),
+            shareable: false,
+            private: true,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct CreateVolumeWire<'a> {
+    pub size: f64,
+    pub name: &'a str,
+    pub bootable: bool,
+    pub readonly: bool,
+    pub shareable: bool,
+    pub private: bool,
+    pub clonable: bool,
+    pub bus: &'a str,
+    pub alg: &'a str,
+    pub format: &'a str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct CanCreateWire {
+    /// GB as a string, as the CLI sends it [K].
+    pub size: String,
+}
+
+#[derive(Serialize)]
+pub(crate) struct VolumeIdRequest<'a> {
+    pub volume_id: &'a str,
+}
+
+/// `POST /volume/update/resize` body [I]; grow only.
+#[derive(Serialize)]
+pub(crate) struct ResizeVolumeWire<'a> {
+    pub volume_id: &'a str,
+    pub size: f64,
+}
+
+// ---------------------------------------------------------------- network [K]
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub kind: Option<String>,
+    pub mode: Option<String>,
+    pub private: bool,
+    /// CIDR of the network (`ip.address`).
+    pub cidr: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct NetworkWire {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    network_uid: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    network_name: Option<String>,
+    #[serde(rename = "type", default, deserialize_with = "lenient::opt_string")]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    mode: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool_loose")]
+    private: bool,
+    #[serde(default)]
+    ip: Option<NetworkIpWire>,
+}
+#[derive(Debug, Default, Deserialize)]
+struct NetworkIpWire {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    address: Option<String>,
+}
+
+impl NetworkWire {
+    pub(crate) fn normalise(self) -> Option<Network> {
+        Some(Network {
+            id: self.network_uid?,
+            name: self.network_name.unwrap_or_default(),
+            kind: self.kind,
+            mode: self.mode,
+            private: self.private,
+            cidr: self.ip.and_then(|i| i.address),
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct NetworkInfoRequest<'a> {
+    pub network_uid: &'a str,
+}
+
+// ---------------------------------------------------------------- load balancers [I]
+// Only the route names exist (C4 protocol); every body below is our definition.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum LbProtocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LbAlgorithm {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+    SourceIp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckProtocol {
+    #[default]
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct LbListener {
+    pub protocol: LbProtocol,
+    pub port: u16,
+    /// The NodePort the targets listen on.
+    pub target_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbHealthCheck {
+    pub protocol: HealthCheckProtocol,
+    /// 0 = each listener's own target port.
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub interval_seconds: u32,
+    pub timeout_seconds: u32,
+    pub retries: u32,
+}
+
+/// Desired state of a load balancer [I].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerSpec {
+    pub name: String,
+    pub listeners: Vec<LbListener>,
+    /// VM `uniqueID`s that receive traffic.
+    pub targets: Vec<String>,
+    pub health_check: LbHealthCheck,
+    pub algorithm: LbAlgorithm,
+    pub proxy_protocol: bool,
+    /// Internal LB: the address is allocated from the private pool.
+    pub private: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// A load balancer as the API reports it [I].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancer {
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: LoadBalancerSpec,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct LbUpdateWire<'a> {
+    pub id: &'a str,
+    #[serde(flatten)]
+    pub spec: &'a LoadBalancerSpec,
+}
+
+#[derive(Serialize)]
+pub(crate) struct LbIdWire<'a> {
+    pub id: &'a str,
+}

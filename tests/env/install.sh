@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes test control plane and CSI tools from the Go module proxy
+# (and etcd from Debian), once per pinned version, into $TESTENV_CACHE/bin.
+# Re-running with everything cached takes seconds. No binary is ever committed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+CACHE=${TESTENV_CACHE:-$HOME/.cache/elemento-testenv}
+BIN=$CACHE/bin
+mkdir -p "$BIN" "$CACHE/wrap"
+export GOMODCACHE=$CACHE/gomod GOCACHE=$CACHE/gobuild CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
+log() { printf '[install %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# A binary is up to date when its stamp file holds the wanted version.
+fresh() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/$1.version" 2>/dev/null)" = "$2" ]; }
+stamp() { echo "$2" > "$BIN/$1.version"; }
+
+install_apt_packages() {
+  local want=(e2fsprogs xfsprogs btrfs-progs util-linux openssl jq curl mount)
+  local missing=()
+  for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then log "not root: install ${missing[*]} yourself"; return 1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# etcd >= 3.5.13 is needed by kube-apiserver 1.36; Debian bookworm has only 3.4, so the trixie
+# package is downloaded through a private apt state (the system's apt state is not touched).
+install_etcd() {
+  local want="debian-$ETCD_DEBIAN_SUITE-$ETCD_DEBIAN_VERSION_PREFIX"
+  fresh etcd "$want" && return 0
+  log "etcd from Debian $ETCD_DEBIAN_SUITE"
+  local d=$CACHE/apt-$ETCD_DEBIAN_SUITE uri
+  uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  uri=${uri:-http://deb.debian.org/debian}
+  mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/out"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $ETCD_DEBIAN_SUITE main" > "$d/sources.list"
+  local opts=(-o "Dir::Etc::SourceList=$d/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" -qq)
+  apt-get "${opts[@]}" update
+  (cd "$d" && rm -f etcd-server_*.deb && apt-get "${opts[@]}" download etcd-server)
+  local deb; deb=$(ls "$d"/etcd-server_*.deb)
+  case "$(basename "$deb")" in etcd-server_"$ETCD_DEBIAN_VERSION_PREFIX"*) ;; *) log "unexpected etcd package $deb"; return 1;; esac
+  dpkg-deb -x "$deb" "$d/out"
+  install -m 0755 "$d/out/usr/bin/etcd" "$BIN/etcd"
+  stamp etcd "$want"
+}
+
+# Builds packages of a module whose go.mod uses replace directives (which `go install` rejects):
+# a throw-away wrapper module reproduces the module's pinned replaces, and maps every
+# k8s.io/* staging requirement at v0.0.0 to the staging tag v0.<minor>.<patch> of $K8S_VERSION.
+build_wrapped() {
+  local module=$1 version=$2; shift 2
+  local name=${module//\//_} dir gomod staging
+  dir=$CACHE/wrap/$name
+  rm -rf "$dir"; mkdir -p "$dir"; cd "$dir"
+  go mod init "wrap.local/$name" >/dev/null 2>&1
+  gomod=$(cd / && go mod download -json "$module@$version" | jq -r .GoMod)
+  staging="v0.${K8S_VERSION#v1.}"
+  {
+    go mod edit -json "$gomod" | jq -r '.Replace[]? | select(.New.Version != null)
+      | "\(.Old.Path)\(if .Old.Version then "@" + .Old.Version else "" end)=\(.New.Path)@\(.New.Version)"'
+    go mod edit -json "$gomod" | jq -r --arg v "$staging" '.Require[]?
+      | select((.Path | startswith("k8s.io/")) and .Version == "v0.0.0") | "\(.Path)=\(.Path)@\($v)"'
+  } | sort -u | while read -r r; do go mod edit "-replace=$r"; done
+  go mod edit -godebug default=go1.24 2>/dev/null || true
+  local pkgs=()
+  for p in "$@"; do pkgs+=("$module/$p@$version"); done
+  go get "${pkgs[@]}" >/dev/null
+  local ldflags="-s -w"
+  if [ "$module" = k8s.io/kubernetes ]; then
+    local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+    ldflags="$ldflags -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+  fi
+  for p in "$@"; do
+    log "go build $(basename "$p") ($module@$version)"
+    go build -trimpath -ldflags "$ldflags" -o "$BIN/$(basename "$p")" "$module/$p"
+    stamp "$(basename "$p")" "$version"
+  done
+  cd - >/dev/null
+}
+
+install_go_tool() { # module version package-path
+  local module=$1 version=$2 pkg=$3 name; name=$(basename "$pkg")
+  fresh "$name" "$version" && return 0
+  log "go install $name ($module@$version)"
+  GOBIN=$BIN go install -trimpath -ldflags "-s -w" "$module/$pkg@$version"
+  stamp "$name" "$version"
+}
+
+install_kubernetes() {
+  local need=()
+  for b in kube-apiserver kube-controller-manager kubectl; do fresh "$b" "$K8S_VERSION" || need+=("cmd/$b"); done
+  [ ${#need[@]} -eq 0 ] || build_wrapped k8s.io/kubernetes "$K8S_VERSION" "${need[@]}"
+}
+
+install_sidecar() { # module version cmd-name
+  fresh "$3" "$2" || build_wrapped "$1" "$2" "cmd/$3"
+}
+
+main() {
+  local start=$SECONDS
+  install_apt_packages
+  install_etcd
+  install_kubernetes
+  install_go_tool "$CSI_SANITY_MODULE" "$CSI_SANITY_VERSION" cmd/csi-sanity
+  install_go_tool "$CSI_RESIZER_MODULE" "$CSI_RESIZER_VERSION" cmd/csi-resizer
+  install_sidecar "$CSI_PROVISIONER_MODULE" "$CSI_PROVISIONER_VERSION" csi-provisioner
+  install_sidecar "$CSI_ATTACHER_MODULE" "$CSI_ATTACHER_VERSION" csi-attacher
+  install_go_tool "$HELM_MODULE" "$HELM_VERSION" cmd/helm
+  log "all components in $BIN ($((SECONDS - start)) s)"
+  echo "$BIN"
+}
+main "$@"
