@@ -124,10 +124,12 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Reply, TryError> {
         let base = self.inner.endpoints.get(route.service);
-        let url = base.join(route.path.trim_start_matches('/')).map_err(|e| TryError {
-            error: ApiError::Config(format!("{}: {e}", route.name)),
-            not_sent: true,
-        })?;
+        let url = base
+            .join(route.path.trim_start_matches('/'))
+            .map_err(|e| TryError {
+                error: ApiError::Config(format!("{}: {e}", route.name)),
+                not_sent: true,
+            })?;
         let mut req = self
             .inner
             .http
@@ -185,7 +187,13 @@ impl Client {
                 route: route.name,
                 timeout: self.inner.timeout,
             };
-            return ("timeout", TryError { error, not_sent: false });
+            return (
+                "timeout",
+                TryError {
+                    error,
+                    not_sent: false,
+                },
+            );
         }
         let not_sent = e.is_connect();
         // reqwest's Display includes the URL, which never carries credentials here (logins
@@ -220,14 +228,15 @@ impl Client {
             let (error, not_sent) = match self.try_once(route, query, body).await {
                 Ok(r) if (200..300).contains(&r.status) => return Ok(r),
                 Ok(r) => {
-                    if r.status == 401 && !relogged && *route != routes::AUTH_LOGIN {
-                        if let Some(creds) = self.auth().credentials {
-                            relogged = true;
-                            debug!(route = route.name, "401: logging in again");
-                            self.relogin(generation, &creds).await?;
-                            attempt -= 1;
-                            continue;
-                        }
+                    let creds = self.auth().credentials;
+                    if let (401, false, Some(creds)) = (r.status, relogged, creds)
+                        && *route != routes::AUTH_LOGIN
+                    {
+                        relogged = true;
+                        debug!(route = route.name, "401: logging in again");
+                        self.relogin(generation, &creds).await?;
+                        attempt -= 1;
+                        continue;
                     }
                     let text = String::from_utf8_lossy(&r.body);
                     let limit_on_404 = *route == routes::VM_REGISTER;
@@ -303,7 +312,13 @@ impl Client {
             .map_err(|t| t.error)?;
         if !(200..300).contains(&reply.status) {
             let text = String::from_utf8_lossy(&reply.body);
-            return Err(from_status(route.name, reply.status, &text, false, reply.retry_after));
+            return Err(from_status(
+                route.name,
+                reply.status,
+                &text,
+                false,
+                reply.retry_after,
+            ));
         }
         let status: AuthStatus = decode_one(route, &reply, None)?;
         if status.authenticated {
@@ -340,7 +355,9 @@ impl Client {
     }
 
     pub async fn logout(&self) -> Result<(), ApiError> {
-        self.call::<()>(&routes::AUTH_LOGOUT, &[], None).await.map(drop)
+        self.call::<()>(&routes::AUTH_LOGOUT, &[], None)
+            .await
+            .map(drop)
     }
 
     // ------------------------------------------------------------ compute
@@ -378,30 +395,54 @@ impl Client {
     }
 
     pub async fn start_vm(&self, id: &str) -> Result<(), ApiError> {
-        let body = PowerRequest { vm_uid: id, force: false };
-        self.call(&routes::VM_START, &[], Some(&body)).await.map(drop)
+        let body = PowerRequest {
+            vm_uid: id,
+            force: false,
+        };
+        self.call(&routes::VM_START, &[], Some(&body))
+            .await
+            .map(drop)
     }
 
     pub async fn stop_vm(&self, id: &str, force: bool) -> Result<(), ApiError> {
         let body = PowerRequest { vm_uid: id, force };
-        self.call(&routes::VM_STOP, &[], Some(&body)).await.map(drop)
+        self.call(&routes::VM_STOP, &[], Some(&body))
+            .await
+            .map(drop)
     }
 
     pub async fn reboot_vm(&self, id: &str) -> Result<(), ApiError> {
-        let body = PowerRequest { vm_uid: id, force: false };
-        self.call(&routes::VM_REBOOT, &[], Some(&body)).await.map(drop)
+        let body = PowerRequest {
+            vm_uid: id,
+            force: false,
+        };
+        self.call(&routes::VM_REBOOT, &[], Some(&body))
+            .await
+            .map(drop)
     }
 
     /// Attaches a volume to a VM [I body]. Attaching twice to the same VM succeeds.
-    pub async fn attach_volume(&self, vm_id: &str, volume_id: &str) -> Result<Attachment, ApiError> {
-        let body = VolumeAttachRequest { vm_uid: vm_id, volume_id };
-        let r = self.call(&routes::VM_VOLUME_ATTACH, &[], Some(&body)).await?;
+    pub async fn attach_volume(
+        &self,
+        vm_id: &str,
+        volume_id: &str,
+    ) -> Result<Attachment, ApiError> {
+        let body = VolumeAttachRequest {
+            vm_uid: vm_id,
+            volume_id,
+        };
+        let r = self
+            .call(&routes::VM_VOLUME_ATTACH, &[], Some(&body))
+            .await?;
         Ok(serde_json::from_slice(&r.body).unwrap_or_default())
     }
 
     /// Detaches a volume [I body]; `Ok(false)` when it was not attached (or is gone).
     pub async fn detach_volume(&self, vm_id: &str, volume_id: &str) -> Result<bool, ApiError> {
-        let body = VolumeAttachRequest { vm_uid: vm_id, volume_id };
+        let body = VolumeAttachRequest {
+            vm_uid: vm_id,
+            volume_id,
+        };
         gone_is_ok(self.call(&routes::VM_VOLUME_DETACH, &[], Some(&body)).await)
     }
 
@@ -423,8 +464,11 @@ impl Client {
         let body = CanCreateWire {
             size: format_gb(gb),
         };
-        let r = self.call(&routes::VOLUME_CANCREATE, &[], Some(&body)).await?;
-        let v: Value = serde_json::from_slice(&r.body).map_err(|e| decode_err(&routes::VOLUME_CANCREATE, e))?;
+        let r = self
+            .call(&routes::VOLUME_CANCREATE, &[], Some(&body))
+            .await?;
+        let v: Value = serde_json::from_slice(&r.body)
+            .map_err(|e| decode_err(&routes::VOLUME_CANCREATE, e))?;
         match v {
             Value::Number(n) => Ok(n.as_f64().unwrap_or(0.0).max(0.0) as u32),
             Value::String(s) => Ok(s.trim().parse().unwrap_or(0)),
@@ -467,7 +511,11 @@ impl Client {
     }
 
     pub async fn find_volume_by_name(&self, name: &str) -> Result<Option<Volume>, ApiError> {
-        Ok(self.list_volumes().await?.into_iter().find(|v| v.name == name))
+        Ok(self
+            .list_volumes()
+            .await?
+            .into_iter()
+            .find(|v| v.name == name))
     }
 
     /// One volume. The body is either the volume or `{"volume": …}` (documented conflict).
@@ -525,13 +573,18 @@ impl Client {
 
     /// Creates a load balancer. Never retried on an ambiguous failure: callers look the
     /// (deterministic) name up first.
-    pub async fn create_load_balancer(&self, spec: &LoadBalancerSpec) -> Result<LoadBalancer, ApiError> {
+    pub async fn create_load_balancer(
+        &self,
+        spec: &LoadBalancerSpec,
+    ) -> Result<LoadBalancer, ApiError> {
         let r = self.call(&routes::LB_CREATE, &[], Some(spec)).await?;
         decode_one(&routes::LB_CREATE, &r, Some("loadbalancer"))
     }
 
     pub async fn load_balancer(&self, id: &str) -> Result<LoadBalancer, ApiError> {
-        let r = self.call::<()>(&routes::LB_INFO, &[("id", id)], None).await?;
+        let r = self
+            .call::<()>(&routes::LB_INFO, &[("id", id)], None)
+            .await?;
         decode_one(&routes::LB_INFO, &r, Some("loadbalancer"))
     }
 
@@ -542,7 +595,11 @@ impl Client {
     }
 
     /// Replaces listeners, targets and settings of a load balancer, keeping its address [I].
-    pub async fn update_load_balancer(&self, id: &str, spec: &LoadBalancerSpec) -> Result<LoadBalancer, ApiError> {
+    pub async fn update_load_balancer(
+        &self,
+        id: &str,
+        spec: &LoadBalancerSpec,
+    ) -> Result<LoadBalancer, ApiError> {
         let body = LbUpdateWire { id, spec };
         let r = self.call(&routes::LB_UPDATE, &[], Some(&body)).await?;
         decode_one(&routes::LB_UPDATE, &r, Some("loadbalancer"))
@@ -550,7 +607,10 @@ impl Client {
 
     /// Deletes a load balancer; `Ok(false)` when it was already gone.
     pub async fn delete_load_balancer(&self, id: &str) -> Result<bool, ApiError> {
-        gone_is_ok(self.call(&routes::LB_DELETE, &[], Some(&LbIdWire { id })).await)
+        gone_is_ok(
+            self.call(&routes::LB_DELETE, &[], Some(&LbIdWire { id }))
+                .await,
+        )
     }
 }
 
@@ -581,7 +641,11 @@ fn decode_err(route: &Route, e: impl std::fmt::Display) -> ApiError {
 /// Decodes a list: 204 or an empty body is `[]` [K]; a JSON array; an object wrapping one array
 /// (`{"vms": […]}`); or NDJSON, one object per line (services' `running` routes [M]). Items that
 /// do not decode are skipped with a warning rather than failing the whole list.
-pub(crate) fn decode_list_bytes<W: DeserializeOwned>(route: &Route, status: u16, body: &[u8]) -> Result<Vec<W>, ApiError> {
+pub(crate) fn decode_list_bytes<W: DeserializeOwned>(
+    route: &Route,
+    status: u16,
+    body: &[u8],
+) -> Result<Vec<W>, ApiError> {
     if status == 204 || body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
@@ -600,7 +664,10 @@ pub(crate) fn decode_list_bytes<W: DeserializeOwned>(route: &Route, status: u16,
             let text = String::from_utf8_lossy(body);
             let mut out = Vec::new();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                out.push(serde_json::from_str(line).map_err(|e| decode_err(route, format!("neither JSON nor NDJSON: {e}")))?);
+                out.push(
+                    serde_json::from_str(line)
+                        .map_err(|e| decode_err(route, format!("neither JSON nor NDJSON: {e}")))?,
+                );
             }
             out
         }
@@ -611,7 +678,11 @@ pub(crate) fn decode_list_bytes<W: DeserializeOwned>(route: &Route, status: u16,
         .filter_map(|v| serde_json::from_value(v).ok())
         .collect();
     if decoded.len() < total {
-        warn!(route = route.name, skipped = total - decoded.len(), "skipped list items that do not decode");
+        warn!(
+            route = route.name,
+            skipped = total - decoded.len(),
+            "skipped list items that do not decode"
+        );
     }
     Ok(decoded)
 }
@@ -621,12 +692,16 @@ fn decode_list<W: DeserializeOwned>(route: &Route, r: &Reply) -> Result<Vec<W>, 
 }
 
 /// Decodes one object, unwrapping `{"<wrapper>": {…}}` when present.
-fn decode_one<W: DeserializeOwned>(route: &Route, r: &Reply, wrapper: Option<&str>) -> Result<W, ApiError> {
+fn decode_one<W: DeserializeOwned>(
+    route: &Route,
+    r: &Reply,
+    wrapper: Option<&str>,
+) -> Result<W, ApiError> {
     let mut v: Value = serde_json::from_slice(&r.body).map_err(|e| decode_err(route, e))?;
-    if let (Some(key), Value::Object(o)) = (wrapper, &mut v) {
-        if let Some(inner @ Value::Object(_)) = o.remove(key) {
-            v = inner;
-        }
+    if let (Some(key), Value::Object(o)) = (wrapper, &mut v)
+        && let Some(inner @ Value::Object(_)) = o.remove(key)
+    {
+        v = inner;
     }
     serde_json::from_value(v).map_err(|e| decode_err(route, e))
 }

@@ -200,7 +200,10 @@ mod tests {
         let mut cfg = ClientConfig::new(Endpoints::local("127.0.0.1").unwrap());
         cfg.auth = auth;
         let dbg = format!("{cfg:?}");
-        assert!(!dbg.contains("hunter2") && !dbg.contains("tok-123"), "{dbg}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("tok-123"),
+            "{dbg}"
+        );
         assert!(dbg.contains("alice") && dbg.contains("<redacted>"));
         assert_eq!(Secret::new("x").to_string(), "<redacted>");
     }

@@ -6,11 +6,17 @@ use std::time::Duration;
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ApiError {
     #[error("{route}: not found: {message}")]
-    NotFound { route: &'static str, message: String },
+    NotFound {
+        route: &'static str,
+        message: String,
+    },
     /// A licence, organisation or capacity limit (the daemons answer 404 on register [K], or a
     /// storage exception such as `[VolumeNotAllocable]`).
     #[error("{route}: limit reached: {message}")]
-    LimitReached { route: &'static str, message: String },
+    LimitReached {
+        route: &'static str,
+        message: String,
+    },
     #[error("{route}: rejected by the Elemento API (HTTP {status}): {message}")]
     BadRequest {
         route: &'static str,
@@ -18,21 +24,30 @@ pub enum ApiError {
         message: String,
     },
     #[error("{route}: not authenticated to the Elemento API: {message}")]
-    Unauthorized { route: &'static str, message: String },
+    Unauthorized {
+        route: &'static str,
+        message: String,
+    },
     #[error("{route}: rate limited by the Elemento API (retry after {retry_after:?})")]
     RateLimited {
         route: &'static str,
         retry_after: Option<Duration>,
     },
     #[error("{route}: Elemento API unavailable: {message}")]
-    Unavailable { route: &'static str, message: String },
+    Unavailable {
+        route: &'static str,
+        message: String,
+    },
     #[error("{route}: no answer within {timeout:?}")]
     Timeout {
         route: &'static str,
         timeout: Duration,
     },
     #[error("{route}: unexpected response from the Elemento API: {message}")]
-    Decode { route: &'static str, message: String },
+    Decode {
+        route: &'static str,
+        message: String,
+    },
     #[error("invalid Elemento API configuration: {0}")]
     Config(String),
 }
@@ -127,10 +142,22 @@ mod tests {
 
     #[test]
     fn maps_statuses_and_storage_exceptions() {
-        assert!(matches!(from_status("r", 404, "", false, None), ApiError::NotFound { .. }));
-        assert!(matches!(from_status("r", 404, "", true, None), ApiError::LimitReached { .. }));
-        assert!(matches!(from_status("r", 401, "", false, None), ApiError::Unauthorized { .. }));
-        assert!(matches!(from_status("r", 503, "", false, None), ApiError::Unavailable { .. }));
+        assert!(matches!(
+            from_status("r", 404, "", false, None),
+            ApiError::NotFound { .. }
+        ));
+        assert!(matches!(
+            from_status("r", 404, "", true, None),
+            ApiError::LimitReached { .. }
+        ));
+        assert!(matches!(
+            from_status("r", 401, "", false, None),
+            ApiError::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            from_status("r", 503, "", false, None),
+            ApiError::Unavailable { .. }
+        ));
         assert!(matches!(
             from_status("r", 500, "[VolumeNotAllocable] no space", false, None),
             ApiError::LimitReached { .. }

@@ -23,15 +23,28 @@ pub use types::*;
 pub mod __private {
     //! Decoders exposed for property tests and fuzzing.
     pub fn decode_vm_list(status: u16, body: &[u8]) -> Result<Vec<crate::Vm>, crate::ApiError> {
-        Ok(crate::client::decode_list_bytes::<crate::types::VmWire>(&crate::routes::VM_STATUS, status, body)?
-            .into_iter()
-            .filter_map(crate::types::VmWire::normalise)
-            .collect())
+        Ok(crate::client::decode_list_bytes::<crate::types::VmWire>(
+            &crate::routes::VM_STATUS,
+            status,
+            body,
+        )?
+        .into_iter()
+        .filter_map(crate::types::VmWire::normalise)
+        .collect())
     }
-    pub fn decode_volume_list(status: u16, body: &[u8]) -> Result<Vec<crate::Volume>, crate::ApiError> {
-        Ok(crate::client::decode_list_bytes::<crate::types::VolumeWire>(&crate::routes::VOLUME_ACCESSIBLE, status, body)?
+    pub fn decode_volume_list(
+        status: u16,
+        body: &[u8],
+    ) -> Result<Vec<crate::Volume>, crate::ApiError> {
+        Ok(
+            crate::client::decode_list_bytes::<crate::types::VolumeWire>(
+                &crate::routes::VOLUME_ACCESSIBLE,
+                status,
+                body,
+            )?
             .into_iter()
             .filter_map(crate::types::VolumeWire::normalise)
-            .collect())
+            .collect(),
+        )
     }
 }

@@ -156,7 +156,9 @@ impl VmWire {
         // `states` is a string in the TUI fixtures; tolerate a list of strings too.
         let state = match &self.states {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Array(a)) => a.iter().find_map(|v| v.as_str().map(String::from)),
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().find_map(|v| v.as_str().map(String::from))
+            }
             _ => None,
         };
         Some(Vm {
@@ -165,7 +167,9 @@ impl VmWire {
             slots: r.slots.unwrap_or(0.0).max(0.0) as u32,
             ram_mib: units::status_ram_to_mib(r.ramsize.unwrap_or(0.0)),
             gpus: pci_count(&r.pcidevs),
-            ipv4: net.ipv4.and_then(|s| s.split('/').next()?.trim().parse().ok()),
+            ipv4: net
+                .ipv4
+                .and_then(|s| s.split('/').next()?.trim().parse().ok()),
             mac: net.mac,
             provider: self.provider.or(mesos.provider),
             region: mesos.region,

@@ -28,8 +28,15 @@ pub struct FaultRule {
 /// What the middleware should do to one call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    Serve { delay: Duration, drop: bool },
-    Fail { delay: Duration, status: u16, retry_after: Option<u64> },
+    Serve {
+        delay: Duration,
+        drop: bool,
+    },
+    Fail {
+        delay: Duration,
+        status: u16,
+        retry_after: Option<u64>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -52,17 +59,31 @@ impl Faults {
     }
 
     pub fn rules(&self) -> BTreeMap<String, FaultRule> {
-        self.rules.iter().map(|(k, (r, _))| (k.clone(), r.clone())).collect()
+        self.rules
+            .iter()
+            .map(|(k, (r, _))| (k.clone(), r.clone()))
+            .collect()
     }
 
     /// Decides the fate of one call of `route`. A route's own rule wins over `*`.
     pub fn verdict(&mut self, route: &str) -> Verdict {
-        let key = if self.rules.contains_key(route) { route } else { "*" };
+        let key = if self.rules.contains_key(route) {
+            route
+        } else {
+            "*"
+        };
         let rng = self.rng.get_or_insert_with(fastrand::Rng::new);
         let Some((rule, used)) = self.rules.get_mut(key) else {
-            return Verdict::Serve { delay: Duration::ZERO, drop: false };
+            return Verdict::Serve {
+                delay: Duration::ZERO,
+                drop: false,
+            };
         };
-        let jitter = if rule.latency_jitter_ms > 0 { rng.u64(0..=rule.latency_jitter_ms) } else { 0 };
+        let jitter = if rule.latency_jitter_ms > 0 {
+            rng.u64(0..=rule.latency_jitter_ms)
+        } else {
+            0
+        };
         let delay = Duration::from_millis(rule.latency_ms + jitter);
         let budget_left = rule.max_faults.is_none_or(|m| *used < m);
         if budget_left && rule.error_rate > 0.0 && rng.f64() < rule.error_rate {
@@ -146,20 +167,59 @@ mod tests {
     fn route_rule_overrides_star_and_budget_is_respected() {
         let mut f = Faults::default();
         f.seed(7);
-        f.set("*", FaultRule { latency_ms: 5, ..Default::default() });
-        f.set("vm.status", FaultRule { error_rate: 1.0, status: Some(429), retry_after_seconds: Some(1), max_faults: Some(2), ..Default::default() });
-        assert!(matches!(f.verdict("vm.status"), Verdict::Fail { status: 429, retry_after: Some(1), .. }));
+        f.set(
+            "*",
+            FaultRule {
+                latency_ms: 5,
+                ..Default::default()
+            },
+        );
+        f.set(
+            "vm.status",
+            FaultRule {
+                error_rate: 1.0,
+                status: Some(429),
+                retry_after_seconds: Some(1),
+                max_faults: Some(2),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(
+            f.verdict("vm.status"),
+            Verdict::Fail {
+                status: 429,
+                retry_after: Some(1),
+                ..
+            }
+        ));
         assert!(matches!(f.verdict("vm.status"), Verdict::Fail { .. }));
-        assert!(matches!(f.verdict("vm.status"), Verdict::Serve { drop: false, .. }));
-        assert_eq!(f.verdict("volume.create"), Verdict::Serve { delay: Duration::from_millis(5), drop: false });
+        assert!(matches!(
+            f.verdict("vm.status"),
+            Verdict::Serve { drop: false, .. }
+        ));
+        assert_eq!(
+            f.verdict("volume.create"),
+            Verdict::Serve {
+                delay: Duration::from_millis(5),
+                drop: false
+            }
+        );
     }
 
     #[test]
     fn error_rate_is_roughly_honoured() {
         let mut f = Faults::default();
         f.seed(1);
-        f.set("*", FaultRule { error_rate: 0.2, ..Default::default() });
-        let fails = (0..10_000).filter(|_| matches!(f.verdict("x"), Verdict::Fail { .. })).count();
+        f.set(
+            "*",
+            FaultRule {
+                error_rate: 0.2,
+                ..Default::default()
+            },
+        );
+        let fails = (0..10_000)
+            .filter(|_| matches!(f.verdict("x"), Verdict::Fail { .. }))
+            .count();
         assert!((1700..2300).contains(&fails), "{fails}");
     }
 }

@@ -62,7 +62,8 @@ impl HostDevices {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let len = f.metadata().map_err(|e| e.to_string())?.len();
         if len < size {
-            f.set_len(size).map_err(|e| format!("{}: {e}", path.display()))?; // sparse
+            f.set_len(size)
+                .map_err(|e| format!("{}: {e}", path.display()))?; // sparse
         }
         Ok(())
     }
@@ -96,12 +97,12 @@ impl HostDevices {
             return Ok(());
         };
         let dev = dev.display().to_string();
-        if Path::new(&dev).exists() {
-            if let Err(e) = losetup(&["-d", &dev]).await {
-                // Already detached by someone else is fine; anything else is reported.
-                if !e.contains("No such device") {
-                    return Err(e);
-                }
+        if Path::new(&dev).exists()
+            && let Err(e) = losetup(&["-d", &dev]).await
+        {
+            // Already detached by someone else is fine; anything else is reported.
+            if !e.contains("No such device") {
+                return Err(e);
             }
         }
         std::fs::remove_file(link).map_err(|e| format!("{}: {e}", link.display()))

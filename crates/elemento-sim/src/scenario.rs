@@ -171,7 +171,11 @@ pub const TEMPLATES: &[(&str, &str, u32, u64, u32)] = &[
 ];
 
 pub fn template(name: &str) -> Option<(u32, u64, u32)> {
-    let key: String = name.to_ascii_lowercase().chars().filter(|c| !c.is_whitespace()).collect();
+    let key: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     TEMPLATES
         .iter()
         .find(|t| t.0 == key)

@@ -104,7 +104,11 @@ async fn login(State(s): State<Shared>, body: Bytes) -> Answer {
         && b.get("password").and_then(Value::as_str) == Some(a.password.as_str())
         && (a.org.is_none() || b.get("org").and_then(Value::as_str) == a.org.as_deref());
     if !good {
-        return Ok((StatusCode::UNAUTHORIZED, Json(json!({"authenticated": false}))).into_response());
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"authenticated": false})),
+        )
+            .into_response());
     }
     w.logged_in = true;
     s.save(&w);
@@ -193,12 +197,12 @@ async fn vm_volume_attach(State(s): State<Shared>, body: Bytes) -> Answer {
     let b = parse_body(&body)?;
     let mut w = s.world.lock().await;
     let (vol, vm, changed) = w.attach(&b)?;
-    if let (true, true, Some(h)) = (changed, vm.this_host, &s.hostdev) {
-        if let Err(e) = h.attach(&vol.id, vol.size_bytes).await {
-            // Undo, so the world never claims an attachment the host does not have.
-            let _ = w.detach(&b);
-            return Err(sim_err(500, format!("host device attach failed: {e}")));
-        }
+    if let (true, true, Some(h)) = (changed, vm.this_host, &s.hostdev)
+        && let Err(e) = h.attach(&vol.id, vol.size_bytes).await
+    {
+        // Undo, so the world never claims an attachment the host does not have.
+        let _ = w.detach(&b);
+        return Err(sim_err(500, format!("host device attach failed: {e}")));
     }
     s.save(&w);
     ok(World::attach_answer(&vm, &vol))
@@ -208,10 +212,10 @@ async fn vm_volume_detach(State(s): State<Shared>, body: Bytes) -> Answer {
     let b = parse_body(&body)?;
     let mut w = s.world.lock().await;
     let (vol, vm) = w.detach(&b)?;
-    if let (true, Some(h)) = (vm.this_host, &s.hostdev) {
-        if let Err(e) = h.detach(&vol.id).await {
-            warn!(volume = %vol.id, error = %e, "host device detach failed");
-        }
+    if let (true, Some(h)) = (vm.this_host, &s.hostdev)
+        && let Err(e) = h.detach(&vol.id).await
+    {
+        warn!(volume = %vol.id, error = %e, "host device detach failed");
     }
     s.save(&w);
     ok(json!({}))
@@ -249,10 +253,10 @@ async fn volume_destroy(State(s): State<Shared>, body: Bytes) -> Answer {
     let b = parse_body(&body)?;
     let mut w = s.world.lock().await;
     let v = w.destroy_volume(&b)?;
-    if let Some(h) = &s.hostdev {
-        if let Err(e) = h.destroy(&v.id).await {
-            warn!(volume = %v.id, error = %e, "removing backing file failed");
-        }
+    if let Some(h) = &s.hostdev
+        && let Err(e) = h.destroy(&v.id).await
+    {
+        warn!(volume = %v.id, error = %e, "removing backing file failed");
     }
     s.save(&w);
     ok(json!({}))
@@ -263,11 +267,12 @@ async fn volume_resize(State(s): State<Shared>, body: Bytes) -> Answer {
     let mut w = s.world.lock().await;
     let (v, old) = w.resize_volume(&b)?;
     if let (Some(h), true) = (&s.hostdev, v.size_bytes > old) {
-        let on_host = v.attached_to.iter().any(|vm| w.vms.get(vm).is_some_and(|x| x.this_host));
-        if on_host {
-            if let Err(e) = h.resize(&v.id, v.size_bytes).await {
-                return Err(sim_err(500, format!("host device resize failed: {e}")));
-            }
+        let on_host = v
+            .attached_to
+            .iter()
+            .any(|vm| w.vms.get(vm).is_some_and(|x| x.this_host));
+        if on_host && let Err(e) = h.resize(&v.id, v.size_bytes).await {
+            return Err(sim_err(500, format!("host device resize failed: {e}")));
         }
     }
     s.save(&w);
@@ -278,7 +283,9 @@ async fn volume_resize(State(s): State<Shared>, body: Bytes) -> Answer {
 
 async fn network_list(State(s): State<Shared>) -> Answer {
     let w = s.world.lock().await;
-    ok(Value::Array(w.networks.values().map(World::network_json).collect()))
+    ok(Value::Array(
+        w.networks.values().map(World::network_json).collect(),
+    ))
 }
 
 async fn network_info(State(s): State<Shared>, body: Bytes) -> Answer {
@@ -313,7 +320,8 @@ struct IdQuery {
 }
 
 async fn lb_info(State(s): State<Shared>, Query(q): Query<IdQuery>) -> Answer {
-    let id = q.id.ok_or_else(|| sim_err(400, "query parameter id is required"))?;
+    let id =
+        q.id.ok_or_else(|| sim_err(400, "query parameter id is required"))?;
     let w = s.world.lock().await;
     ok(serde_json::to_value(w.lb(&id)?).unwrap_or_default())
 }
@@ -355,7 +363,8 @@ async fn admin_state(State(s): State<Shared>) -> Answer {
 }
 
 async fn admin_create_vm(State(s): State<Shared>, body: Bytes) -> Answer {
-    let seed: VmSeed = serde_json::from_slice(&body).map_err(|e| sim_err(400, format!("invalid VM: {e}")))?;
+    let seed: VmSeed =
+        serde_json::from_slice(&body).map_err(|e| sim_err(400, format!("invalid VM: {e}")))?;
     let mut w = s.world.lock().await;
     let vm = w.add_vm(&seed)?;
     s.save(&w);
@@ -373,16 +382,27 @@ struct PowerBody {
     power: String,
 }
 
-async fn admin_power(State(s): State<Shared>, Path(id): Path<String>, Json(p): Json<PowerBody>) -> Answer {
+async fn admin_power(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Json(p): Json<PowerBody>,
+) -> Answer {
     let mut w = s.world.lock().await;
     w.set_power(&id, &p.power)?;
     s.save(&w);
     ok(json!({}))
 }
 
-async fn admin_set_fault(State(s): State<Shared>, Path(route): Path<String>, Json(rule): Json<FaultRule>) -> Answer {
+async fn admin_set_fault(
+    State(s): State<Shared>,
+    Path(route): Path<String>,
+    Json(rule): Json<FaultRule>,
+) -> Answer {
     if !(0.0..=1.0).contains(&rule.error_rate) || !(0.0..=1.0).contains(&rule.drop_rate) {
-        return Err(sim_err(400, "error_rate and drop_rate must be within [0, 1]"));
+        return Err(sim_err(
+            400,
+            "error_rate and drop_rate must be within [0, 1]",
+        ));
     }
     lock(&s.faults).set(&route, rule);
     ok(json!({}))
@@ -457,7 +477,11 @@ async fn elemento_layer(State(s): State<Shared>, req: Request, next: Next) -> Re
         tokio::time::sleep(delay).await;
     }
     let response = match verdict {
-        Verdict::Fail { status, retry_after, .. } => injected_error(status, retry_after),
+        Verdict::Fail {
+            status,
+            retry_after,
+            ..
+        } => injected_error(status, retry_after),
         Verdict::Serve { drop, .. } => {
             let response = match authorised(&s, req.headers(), name).await {
                 true => next.run(req).await,
@@ -467,11 +491,7 @@ async fn elemento_layer(State(s): State<Shared>, req: Request, next: Next) -> Re
                 )
                     .into_response(),
             };
-            if drop {
-                dropped(response)
-            } else {
-                response
-            }
+            if drop { dropped(response) } else { response }
         }
     };
     lock(&s.counters).record(name, &client, response.status().as_u16(), injected);
@@ -497,7 +517,8 @@ fn injected_error(status: u16, retry_after: Option<u64>) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let mut r = (code, format!("injected fault: HTTP {status}")).into_response();
     if let Some(secs) = retry_after {
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     r
 }
@@ -547,7 +568,10 @@ pub fn router(sim: Shared) -> Router {
         .route("/_sim/vms/{id}/power", post(admin_power))
         .route("/_sim/faults", get(admin_faults).delete(admin_clear_faults))
         .route("/_sim/faults/{route}", put(admin_set_fault))
-        .route("/_sim/counters", get(admin_counters).delete(admin_reset_counters))
+        .route(
+            "/_sim/counters",
+            get(admin_counters).delete(admin_reset_counters),
+        )
         .route("/_sim/calls", get(admin_calls))
         .route("/_sim/session/expire", post(admin_expire_session))
         .route("/", get(|| async { "This is an Elemento Simulator!" }))
@@ -605,7 +629,11 @@ pub async fn start(opts: SimOptions) -> anyhow::Result<SimHandle> {
         }
         _ => World::from_scenario(opts.scenario.clone())?,
     };
-    let hostdev = opts.host_devices.as_deref().map(HostDevices::new).transpose()?;
+    let hostdev = opts
+        .host_devices
+        .as_deref()
+        .map(HostDevices::new)
+        .transpose()?;
     if let Some(h) = &hostdev {
         // Links left by a crash point at stale loop devices: drop them, then re-create what the
         // (restored) world says is attached to this host.
@@ -615,7 +643,9 @@ pub async fn start(opts: SimOptions) -> anyhow::Result<SimHandle> {
         for vm in world.vms.values().filter(|v| v.this_host) {
             for vid in &vm.volumes {
                 if let Some(v) = world.volumes.get(vid) {
-                    h.attach(vid, v.size_bytes).await.map_err(anyhow::Error::msg)?;
+                    h.attach(vid, v.size_bytes)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
                 }
             }
         }
@@ -647,7 +677,10 @@ pub async fn start(opts: SimOptions) -> anyhow::Result<SimHandle> {
             let stop = async move {
                 let _ = rx.wait_for(|v| *v).await;
             };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 warn!(error = %e, "simulator listener stopped");
             }
         }));

@@ -138,7 +138,8 @@ impl World {
             );
         }
         for seed in &scenario.vms {
-            w.add_vm(seed).map_err(|e| anyhow::anyhow!("vm {}: {}", seed.name, e.body))?;
+            w.add_vm(seed)
+                .map_err(|e| anyhow::anyhow!("vm {}: {}", seed.name, e.body))?;
         }
         Ok(w)
     }
@@ -158,7 +159,10 @@ impl World {
         }
         let (mut slots, mut ram, mut gpus) = match &seed.template {
             Some(t) => scenario::template(t).ok_or_else(|| {
-                err(400, format!("unknown template {t:?}; known: helium, neon, argon, argon2, kripton"))
+                err(
+                    400,
+                    format!("unknown template {t:?}; known: helium, neon, argon, argon2, kripton"),
+                )
             })?,
             None => (2, 2048, 0),
         };
@@ -180,7 +184,10 @@ impl World {
         };
         let power = seed.power.clone().unwrap_or_else(|| "running".into());
         if !matches!(power.as_str(), "running" | "shut off" | "paused") {
-            return Err(err(400, format!("power {power:?}: expected running, shut off or paused")));
+            return Err(err(
+                400,
+                format!("power {power:?}: expected running, shut off or paused"),
+            ));
         }
         let created = self.tick();
         let vm = SimVm {
@@ -246,7 +253,10 @@ impl World {
 
     pub fn set_power(&mut self, id: &str, power: &str) -> SimResult<()> {
         if !matches!(power, "running" | "shut off" | "paused") {
-            return Err(err(400, format!("power {power:?}: expected running, shut off or paused")));
+            return Err(err(
+                400,
+                format!("power {power:?}: expected running, shut off or paused"),
+            ));
         }
         let vm = self
             .vms
@@ -303,7 +313,10 @@ impl World {
     // ------------------------------------------------------------ volumes
 
     fn used_storage_gb(&self) -> f64 {
-        self.volumes.values().map(|v| v.size_bytes as f64 / 1e9).sum()
+        self.volumes
+            .values()
+            .map(|v| v.size_bytes as f64 / 1e9)
+            .sum()
     }
 
     /// Parses a GB size (number or numeric string) into bytes on the 0.125 GB grid.
@@ -319,7 +332,10 @@ impl World {
         }
         let steps = (gb * 8.0).round();
         if (steps - gb * 8.0).abs() > 1e-6 {
-            return Err(err(400, format!("size {gb} GB is not a multiple of 0.125 GB")));
+            return Err(err(
+                400,
+                format!("size {gb} GB is not a multiple of 0.125 GB"),
+            ));
         }
         Ok(steps as u64 * units::VOLUME_STEP_BYTES)
     }
@@ -333,7 +349,11 @@ impl World {
 
     pub fn create_volume(&mut self, body: &Value) -> SimResult<Value> {
         let bytes = Self::size_field(body)?;
-        let name = body.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = body
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let text = |k: &str, d: &str, allowed: &[&str]| -> SimResult<String> {
             let v = body.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
             if allowed.contains(&v.as_str()) {
@@ -353,7 +373,10 @@ impl World {
         if self.volumes.len() >= self.scenario.limits.max_volumes
             || self.used_storage_gb() + bytes as f64 / 1e9 > self.scenario.limits.max_storage_gb
         {
-            return Err(err(500, "[VolumeNotAllocable] no storage server can allocate the volume"));
+            return Err(err(
+                500,
+                "[VolumeNotAllocable] no storage server can allocate the volume",
+            ));
         }
         let v = SimVolume {
             id: new_id(),
@@ -422,7 +445,13 @@ impl World {
         let id = Self::volume_id_field(body)?.to_string();
         let v = self.volume(&id)?;
         if !v.attached_to.is_empty() {
-            return Err(err(409, format!("[VolumeInUse] volume {id} is attached to {:?}", v.attached_to)));
+            return Err(err(
+                409,
+                format!(
+                    "[VolumeInUse] volume {id} is attached to {:?}",
+                    v.attached_to
+                ),
+            ));
         }
         Ok(self.volumes.remove(&id).expect("checked above"))
     }
@@ -434,10 +463,17 @@ impl World {
         let v = self.volume(&id)?;
         let old = v.size_bytes;
         if bytes < old {
-            return Err(err(400, "[VolumeDimensionNotShrinkable] volumes can only grow"));
+            return Err(err(
+                400,
+                "[VolumeDimensionNotShrinkable] volumes can only grow",
+            ));
         }
-        if self.used_storage_gb() + (bytes - old) as f64 / 1e9 > self.scenario.limits.max_storage_gb {
-            return Err(err(500, "[VolumeNotAllocable] not enough space to grow the volume"));
+        if self.used_storage_gb() + (bytes - old) as f64 / 1e9 > self.scenario.limits.max_storage_gb
+        {
+            return Err(err(
+                500,
+                "[VolumeNotAllocable] not enough space to grow the volume",
+            ));
         }
         let v = self.volumes.get_mut(&id).expect("checked above");
         v.size_bytes = bytes;
@@ -448,19 +484,32 @@ impl World {
     /// shareable. Returns the volume, the VM and whether this call changed anything.
     pub fn attach(&mut self, body: &Value) -> SimResult<(SimVolume, SimVm, bool)> {
         let (vm_id, vol_id) = Self::attach_fields(body)?;
-        let vm = self.vms.get(&vm_id).ok_or_else(|| err(404, format!("VM {vm_id} not found")))?.clone();
+        let vm = self
+            .vms
+            .get(&vm_id)
+            .ok_or_else(|| err(404, format!("VM {vm_id} not found")))?
+            .clone();
         let v = self.volume(&vol_id)?.clone();
         if v.attached_to.contains(&vm_id) {
             return Ok((v, vm, false));
         }
         if !v.attached_to.is_empty() && !v.shareable {
-            return Err(err(409, format!(
-                "[VolumeAlreadyAttached] volume {vol_id} is attached to VM {} and is not shareable",
-                v.attached_to[0]
-            )));
+            return Err(err(
+                409,
+                format!(
+                    "[VolumeAlreadyAttached] volume {vol_id} is attached to VM {} and is not shareable",
+                    v.attached_to[0]
+                ),
+            ));
         }
         if vm.volumes.len() >= self.scenario.limits.max_volumes_per_vm {
-            return Err(err(409, format!("[TooManyVolumes] VM {vm_id} has {} volumes attached", vm.volumes.len())));
+            return Err(err(
+                409,
+                format!(
+                    "[TooManyVolumes] VM {vm_id} has {} volumes attached",
+                    vm.volumes.len()
+                ),
+            ));
         }
         let v = self.volumes.get_mut(&vol_id).expect("checked above");
         v.attached_to.push(vm_id.clone());
@@ -479,14 +528,23 @@ impl World {
 
     pub fn detach(&mut self, body: &Value) -> SimResult<(SimVolume, SimVm)> {
         let (vm_id, vol_id) = Self::attach_fields(body)?;
-        let attached = self.vms.get(&vm_id).is_some_and(|vm| vm.volumes.contains(&vol_id));
+        let attached = self
+            .vms
+            .get(&vm_id)
+            .is_some_and(|vm| vm.volumes.contains(&vol_id));
         if !attached {
-            return Err(err(404, format!("volume {vol_id} is not attached to VM {vm_id}")));
+            return Err(err(
+                404,
+                format!("volume {vol_id} is not attached to VM {vm_id}"),
+            ));
         }
         let vm = self.vms.get_mut(&vm_id).expect("checked above");
         vm.volumes.retain(|x| *x != vol_id);
         let vm = vm.clone();
-        let v = self.volumes.get_mut(&vol_id).ok_or_else(|| err(404, "volume not found"))?;
+        let v = self
+            .volumes
+            .get_mut(&vol_id)
+            .ok_or_else(|| err(404, "volume not found"))?;
         v.attached_to.retain(|x| *x != vm_id);
         Ok((v.clone(), vm))
     }
@@ -545,7 +603,10 @@ impl World {
             }
         }
         if let Some(t) = spec.targets.iter().find(|t| !self.vms.contains_key(*t)) {
-            return Err(err(400, format!("[TargetNotFound] target VM {t} does not exist")));
+            return Err(err(
+                400,
+                format!("[TargetNotFound] target VM {t} does not exist"),
+            ));
         }
         Ok(())
     }
@@ -553,7 +614,10 @@ impl World {
     pub fn create_lb(&mut self, spec: LoadBalancerSpec) -> SimResult<SimLb> {
         self.validate_lb(&spec)?;
         if self.lbs.len() >= self.scenario.limits.max_load_balancers {
-            return Err(err(404, "load balancer limit reached for this organisation"));
+            return Err(err(
+                404,
+                "load balancer limit reached for this organisation",
+            ));
         }
         let pool = if spec.private {
             self.scenario.lb_private_ip_pool
@@ -617,12 +681,22 @@ mod tests {
     use super::*;
 
     fn world() -> World {
-        let mut s = Scenario::default();
-        s.vms = vec![
-            VmSeed { name: "a".into(), template: Some("neon".into()), ..Default::default() },
-            VmSeed { name: "b".into(), ..Default::default() },
+        let vms = vec![
+            VmSeed {
+                name: "a".into(),
+                template: Some("neon".into()),
+                ..Default::default()
+            },
+            VmSeed {
+                name: "b".into(),
+                ..Default::default()
+            },
         ];
-        World::from_scenario(s).unwrap()
+        World::from_scenario(Scenario {
+            vms,
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     fn ids(w: &World) -> (String, String) {
@@ -634,14 +708,26 @@ mod tests {
     fn attach_rules() {
         let mut w = world();
         let (a, b) = ids(&w);
-        let v = w.create_volume(&json!({"size": 1.125, "name": "v"})).unwrap();
+        let v = w
+            .create_volume(&json!({"size": 1.125, "name": "v"}))
+            .unwrap();
         let vid = v["vid"].as_str().unwrap().to_string();
         let body = json!({"vm_uid": a, "volume_id": vid});
         assert!(w.attach(&body).unwrap().2);
-        assert!(!w.attach(&body).unwrap().2, "second attach to the same VM is a no-op");
-        let e = w.attach(&json!({"vm_uid": b, "volume_id": vid})).unwrap_err();
+        assert!(
+            !w.attach(&body).unwrap().2,
+            "second attach to the same VM is a no-op"
+        );
+        let e = w
+            .attach(&json!({"vm_uid": b, "volume_id": vid}))
+            .unwrap_err();
         assert_eq!(e.status, 409);
-        assert_eq!(w.destroy_volume(&json!({"volume_id": vid})).unwrap_err().status, 409);
+        assert_eq!(
+            w.destroy_volume(&json!({"volume_id": vid}))
+                .unwrap_err()
+                .status,
+            409
+        );
         w.detach(&body).unwrap();
         assert_eq!(w.detach(&body).unwrap_err().status, 404);
         w.destroy_volume(&json!({"volume_id": vid})).unwrap();
@@ -650,14 +736,28 @@ mod tests {
     #[test]
     fn sizes_are_on_the_grid_and_grow_only() {
         let mut w = world();
-        assert_eq!(w.create_volume(&json!({"size": 1.1})).unwrap_err().status, 400);
-        assert_eq!(w.create_volume(&json!({"size": -1})).unwrap_err().status, 400);
+        assert_eq!(
+            w.create_volume(&json!({"size": 1.1})).unwrap_err().status,
+            400
+        );
+        assert_eq!(
+            w.create_volume(&json!({"size": -1})).unwrap_err().status,
+            400
+        );
         let v = w.create_volume(&json!({"size": "2"})).unwrap();
         assert_eq!(v["size"], json!(2_000_000_000u64));
         let vid = v["vid"].as_str().unwrap();
-        let e = w.resize_volume(&json!({"volume_id": vid, "size": 1})).unwrap_err();
+        let e = w
+            .resize_volume(&json!({"volume_id": vid, "size": 1}))
+            .unwrap_err();
         assert!(e.body.contains("NotShrinkable"));
-        assert_eq!(w.resize_volume(&json!({"volume_id": vid, "size": 3})).unwrap().0.size_bytes, 3_000_000_000);
+        assert_eq!(
+            w.resize_volume(&json!({"volume_id": vid, "size": 3}))
+                .unwrap()
+                .0
+                .size_bytes,
+            3_000_000_000
+        );
     }
 
     #[test]
@@ -666,10 +766,24 @@ mod tests {
         s.limits.max_vms = 1;
         s.limits.max_storage_gb = 2.0;
         let mut w = World::from_scenario(s).unwrap();
-        w.add_vm(&VmSeed { name: "x".into(), ..Default::default() }).unwrap();
-        assert_eq!(w.register(&json!({"info": {"vm_name": "y"}})).unwrap_err().status, 404);
+        w.add_vm(&VmSeed {
+            name: "x".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            w.register(&json!({"info": {"vm_name": "y"}}))
+                .unwrap_err()
+                .status,
+            404
+        );
         assert_eq!(w.can_create(&json!({"size": "3"})).unwrap(), json!(0));
-        assert!(w.create_volume(&json!({"size": 3})).unwrap_err().body.contains("VolumeNotAllocable"));
+        assert!(
+            w.create_volume(&json!({"size": 3}))
+                .unwrap_err()
+                .body
+                .contains("VolumeNotAllocable")
+        );
     }
 
     #[test]

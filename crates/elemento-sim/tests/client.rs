@@ -4,33 +4,68 @@
 use std::time::{Duration, Instant};
 
 use elemento_api::types::*;
-use elemento_api::{ApiError, Auth, Client, ClientConfig, Credentials, Endpoints, RetryPolicy, Secret};
+use elemento_api::{
+    ApiError, Auth, Client, ClientConfig, Credentials, Endpoints, RetryPolicy, Secret,
+};
 use elemento_sim::scenario::{NetworkSeed, Scenario, VmSeed};
 use elemento_sim::{SimHandle, SimOptions};
 use serde_json::Value;
 
 fn scenario() -> Scenario {
-    let mut s = Scenario::default();
-    s.networks = vec![NetworkSeed { id: Some("net-1".into()), name: "lan".into(), cidr: "10.0.0.0/24".into(), private: true }];
-    s.vms = vec![
-        VmSeed { id: Some("vm-a".into()), name: "node-a".into(), template: Some("neon".into()), ipv4: Some("10.0.0.11".parse().unwrap()), ..Default::default() },
-        VmSeed { id: Some("vm-b".into()), name: "node-b".into(), template: Some("argon2".into()), provider: Some("ovh".into()), region: Some("eu-west-par".into()), ..Default::default() },
-    ];
-    s
+    Scenario {
+        networks: vec![NetworkSeed {
+            id: Some("net-1".into()),
+            name: "lan".into(),
+            cidr: "10.0.0.0/24".into(),
+            private: true,
+        }],
+        vms: vec![
+            VmSeed {
+                id: Some("vm-a".into()),
+                name: "node-a".into(),
+                template: Some("neon".into()),
+                ipv4: Some("10.0.0.11".parse().unwrap()),
+                ..Default::default()
+            },
+            VmSeed {
+                id: Some("vm-b".into()),
+                name: "node-b".into(),
+                template: Some("argon2".into()),
+                provider: Some("ovh".into()),
+                region: Some("eu-west-par".into()),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }
 }
 
 async fn sim_with(s: Scenario) -> SimHandle {
-    elemento_sim::start(SimOptions { scenario: s, fault_seed: Some(42), ..Default::default() }).await.unwrap()
+    elemento_sim::start(SimOptions {
+        scenario: s,
+        fault_seed: Some(42),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
 }
 
 fn config(sim: &SimHandle) -> ClientConfig {
     let mut c = ClientConfig::new(Endpoints::single(&sim.base_url()).unwrap());
     c.auth = Auth {
-        credentials: Some(Credentials { username: "demo".into(), password: Secret::new("demo-password"), org: None }),
+        credentials: Some(Credentials {
+            username: "demo".into(),
+            password: Secret::new("demo-password"),
+            org: None,
+        }),
         bearer_token: None,
     };
     c.timeout = Duration::from_secs(5);
-    c.retry = RetryPolicy { base_delay: Duration::from_millis(20), max_delay: Duration::from_millis(100), ..Default::default() };
+    c.retry = RetryPolicy {
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(100),
+        ..Default::default()
+    };
     c
 }
 
@@ -55,7 +90,13 @@ async fn count(sim: &SimHandle, route: &str) -> u64 {
 }
 
 async fn fault(sim: &SimHandle, route: &str, rule: Value) {
-    admin(sim, reqwest::Method::PUT, &format!("/_sim/faults/{route}"), Some(rule)).await;
+    admin(
+        sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/faults/{route}"),
+        Some(rule),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -74,7 +115,10 @@ async fn auth_login_status_logout_and_wrong_password() {
     bad.auth.credentials.as_mut().unwrap().password = Secret::new("wrong");
     let e = Client::new(bad).unwrap().list_vms().await.unwrap_err();
     assert!(matches!(e, ApiError::Unauthorized { .. }), "{e:?}");
-    assert!(!e.to_string().contains("wrong"), "no password in errors: {e}");
+    assert!(
+        !e.to_string().contains("wrong"),
+        "no password in errors: {e}"
+    );
 }
 
 #[tokio::test]
@@ -84,65 +128,134 @@ async fn compute_calls() {
     let vms = c.list_vms().await.unwrap();
     assert_eq!(vms.len(), 2);
     let a = vms.iter().find(|v| v.id == "vm-a").unwrap();
-    assert_eq!((a.name.as_str(), a.slots, a.ram_mib, a.gpus), ("node-a", 2, 2048, 0));
+    assert_eq!(
+        (a.name.as_str(), a.slots, a.ram_mib, a.gpus),
+        ("node-a", 2, 2048, 0)
+    );
     assert_eq!(a.ipv4, Some("10.0.0.11".parse().unwrap()));
     assert_eq!(a.power, PowerState::Running);
     let b = vms.iter().find(|v| v.id == "vm-b").unwrap();
     assert_eq!((b.slots, b.ram_mib, b.gpus), (4, 4096, 2));
-    assert_eq!((b.provider.as_deref(), b.region.as_deref()), (Some("ovh"), Some("eu-west-par")));
+    assert_eq!(
+        (b.provider.as_deref(), b.region.as_deref()),
+        (Some("ovh"), Some("eu-west-par"))
+    );
 
     let t = c.templates().await.unwrap();
     let names: Vec<_> = t.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["Helium", "Neon", "Argon", "Argon 2", "Kripton"]);
-    assert_eq!(t[4], Template { name: "Kripton".into(), slots: 8, ram_mib: 8192, gpus: 1 });
+    assert_eq!(
+        t[4],
+        Template {
+            name: "Kripton".into(),
+            slots: 8,
+            ram_mib: 8192,
+            gpus: 1
+        }
+    );
 
-    let new = c.register_vm(&RegisterVmRequest::new("node-c", 1, 512)).await.unwrap().expect("register echoes the VM");
-    assert_eq!((new.name.as_str(), new.slots, new.ram_mib), ("node-c", 1, 512));
+    let new = c
+        .register_vm(&RegisterVmRequest::new("node-c", 1, 512))
+        .await
+        .unwrap()
+        .expect("register echoes the VM");
+    assert_eq!(
+        (new.name.as_str(), new.slots, new.ram_mib),
+        ("node-c", 1, 512)
+    );
     c.stop_vm(&new.id, false).await.unwrap();
     let power = |vms: Vec<Vm>| vms.into_iter().find(|v| v.id == new.id).map(|v| v.power);
-    assert_eq!(power(c.list_vms().await.unwrap()), Some(PowerState::ShutOff));
+    assert_eq!(
+        power(c.list_vms().await.unwrap()),
+        Some(PowerState::ShutOff)
+    );
     c.start_vm(&new.id).await.unwrap();
     c.reboot_vm(&new.id).await.unwrap();
-    assert_eq!(power(c.list_vms().await.unwrap()), Some(PowerState::Running));
+    assert_eq!(
+        power(c.list_vms().await.unwrap()),
+        Some(PowerState::Running)
+    );
     assert!(c.unregister_vm(&new.id).await.unwrap());
-    assert!(!c.unregister_vm(&new.id).await.unwrap(), "already gone is not an error");
-    assert!(matches!(c.start_vm("nope").await, Err(ApiError::NotFound { .. })));
+    assert!(
+        !c.unregister_vm(&new.id).await.unwrap(),
+        "already gone is not an error"
+    );
+    assert!(matches!(
+        c.start_vm("nope").await,
+        Err(ApiError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
 async fn storage_calls_and_attachments() {
     let sim = sim_with(scenario()).await;
     let c = client(&sim);
-    assert!(c.list_volumes().await.unwrap().is_empty(), "204 decodes as an empty list");
+    assert!(
+        c.list_volumes().await.unwrap().is_empty(),
+        "204 decodes as an empty list"
+    );
     assert_eq!(c.can_create_volume(1 << 30).await.unwrap(), 1);
-    let attrs = VolumeAttributes { format: "qcow2".into(), ..Default::default() };
+    let attrs = VolumeAttributes {
+        format: "qcow2".into(),
+        ..Default::default()
+    };
     let v = c.create_volume("pvc-1", 1 << 30, &attrs).await.unwrap();
     assert_eq!(v.size_bytes, 1_125_000_000, "1 GiB rounds up to 1.125 GB");
     assert_eq!(v.format.as_deref(), Some("qcow2"));
     let info = c.volume_info(&v.id).await.unwrap();
-    assert_eq!((info.name.as_str(), info.size_bytes, info.bus.as_deref()), ("pvc-1", 1_125_000_000, Some("virtio")));
-    assert_eq!(c.find_volume_by_name("pvc-1").await.unwrap().map(|x| x.id), Some(v.id.clone()));
+    assert_eq!(
+        (info.name.as_str(), info.size_bytes, info.bus.as_deref()),
+        ("pvc-1", 1_125_000_000, Some("virtio"))
+    );
+    assert_eq!(
+        c.find_volume_by_name("pvc-1").await.unwrap().map(|x| x.id),
+        Some(v.id.clone())
+    );
 
     let at = c.attach_volume("vm-a", &v.id).await.unwrap();
     assert_eq!(at.serial.as_deref(), Some(&v.id[..20]));
     assert!(at.device.is_some());
     c.attach_volume("vm-a", &v.id).await.unwrap(); // idempotent
     let e = c.attach_volume("vm-b", &v.id).await.unwrap_err();
-    assert!(matches!(e, ApiError::BadRequest { status: 409, .. }), "{e:?}");
+    assert!(
+        matches!(e, ApiError::BadRequest { status: 409, .. }),
+        "{e:?}"
+    );
     let vms = c.list_vms().await.unwrap();
-    assert_eq!(vms.iter().find(|x| x.id == "vm-a").unwrap().volume_ids, vec![v.id.clone()]);
-    assert!(matches!(c.destroy_volume(&v.id).await, Err(ApiError::BadRequest { status: 409, .. })));
+    assert_eq!(
+        vms.iter().find(|x| x.id == "vm-a").unwrap().volume_ids,
+        vec![v.id.clone()]
+    );
+    assert!(matches!(
+        c.destroy_volume(&v.id).await,
+        Err(ApiError::BadRequest { status: 409, .. })
+    ));
 
-    assert_eq!(c.resize_volume(&v.id, 2_000_000_000).await.unwrap(), 2_000_000_000);
-    assert_eq!(c.volume_info(&v.id).await.unwrap().size_bytes, 2_000_000_000);
+    assert_eq!(
+        c.resize_volume(&v.id, 2_000_000_000).await.unwrap(),
+        2_000_000_000
+    );
+    assert_eq!(
+        c.volume_info(&v.id).await.unwrap().size_bytes,
+        2_000_000_000
+    );
     let e = c.resize_volume(&v.id, 1_000_000_000).await.unwrap_err();
     assert!(e.to_string().contains("NotShrinkable"), "{e}");
 
     assert!(c.detach_volume("vm-a", &v.id).await.unwrap());
-    assert!(!c.detach_volume("vm-a", &v.id).await.unwrap(), "not attached is fine");
+    assert!(
+        !c.detach_volume("vm-a", &v.id).await.unwrap(),
+        "not attached is fine"
+    );
     assert!(c.destroy_volume(&v.id).await.unwrap());
-    assert!(!c.destroy_volume(&v.id).await.unwrap(), "already gone is fine");
-    assert!(matches!(c.volume_info(&v.id).await, Err(ApiError::NotFound { .. })));
+    assert!(
+        !c.destroy_volume(&v.id).await.unwrap(),
+        "already gone is fine"
+    );
+    assert!(matches!(
+        c.volume_info(&v.id).await,
+        Err(ApiError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
@@ -152,9 +265,15 @@ async fn wire_variants_gb_sizes_and_wrapped_info() {
     s.wire.volume_info_wrapped = true;
     let sim = sim_with(s).await;
     let c = client(&sim);
-    let v = c.create_volume("x", 3_000_000_000, &VolumeAttributes::default()).await.unwrap();
+    let v = c
+        .create_volume("x", 3_000_000_000, &VolumeAttributes::default())
+        .await
+        .unwrap();
     assert_eq!(v.size_bytes, 3_000_000_000);
-    assert_eq!(c.volume_info(&v.id).await.unwrap().size_bytes, 3_000_000_000);
+    assert_eq!(
+        c.volume_info(&v.id).await.unwrap().size_bytes,
+        3_000_000_000
+    );
     assert_eq!(c.list_volumes().await.unwrap()[0].size_bytes, 3_000_000_000);
 }
 
@@ -165,10 +284,16 @@ async fn limits_are_typed() {
     s.limits.max_storage_gb = 1.0;
     let sim = sim_with(s).await;
     let c = client(&sim);
-    let e = c.register_vm(&RegisterVmRequest::new("x", 1, 512)).await.unwrap_err();
+    let e = c
+        .register_vm(&RegisterVmRequest::new("x", 1, 512))
+        .await
+        .unwrap_err();
     assert!(matches!(e, ApiError::LimitReached { .. }), "{e:?}");
     assert_eq!(c.can_create_volume(2_000_000_000).await.unwrap(), 0);
-    let e = c.create_volume("big", 2_000_000_000, &VolumeAttributes::default()).await.unwrap_err();
+    let e = c
+        .create_volume("big", 2_000_000_000, &VolumeAttributes::default())
+        .await
+        .unwrap_err();
     assert!(matches!(e, ApiError::LimitReached { .. }), "{e:?}");
 }
 
@@ -178,17 +303,34 @@ async fn network_calls() {
     let c = client(&sim);
     let n = c.list_networks().await.unwrap();
     assert_eq!(n.len(), 1);
-    assert_eq!((n[0].id.as_str(), n[0].cidr.as_deref()), ("net-1", Some("10.0.0.0/24")));
+    assert_eq!(
+        (n[0].id.as_str(), n[0].cidr.as_deref()),
+        ("net-1", Some("10.0.0.0/24"))
+    );
     assert_eq!(c.network_info("net-1").await.unwrap().name, "lan");
-    assert!(matches!(c.network_info("nope").await, Err(ApiError::NotFound { .. })));
+    assert!(matches!(
+        c.network_info("nope").await,
+        Err(ApiError::NotFound { .. })
+    ));
 }
 
 fn lb_spec(targets: &[&str]) -> LoadBalancerSpec {
     LoadBalancerSpec {
         name: "k8s-svc-1".into(),
-        listeners: vec![LbListener { protocol: LbProtocol::Tcp, port: 80, target_port: 30080 }],
+        listeners: vec![LbListener {
+            protocol: LbProtocol::Tcp,
+            port: 80,
+            target_port: 30080,
+        }],
         targets: targets.iter().map(|s| s.to_string()).collect(),
-        health_check: LbHealthCheck { protocol: HealthCheckProtocol::Tcp, port: 0, path: None, interval_seconds: 5, timeout_seconds: 3, retries: 3 },
+        health_check: LbHealthCheck {
+            protocol: HealthCheckProtocol::Tcp,
+            port: 0,
+            path: None,
+            interval_seconds: 5,
+            timeout_seconds: 3,
+            retries: 3,
+        },
         algorithm: LbAlgorithm::RoundRobin,
         proxy_protocol: false,
         private: false,
@@ -202,20 +344,40 @@ async fn load_balancer_calls() {
     let c = client(&sim);
     let lb = c.create_load_balancer(&lb_spec(&["vm-a"])).await.unwrap();
     let ip = lb.ip.clone().expect("an address from the pool");
-    assert_eq!(c.load_balancer(&lb.id).await.unwrap().spec.targets, ["vm-a"]);
+    assert_eq!(
+        c.load_balancer(&lb.id).await.unwrap().spec.targets,
+        ["vm-a"]
+    );
     let mut spec = lb_spec(&["vm-a", "vm-b"]);
-    spec.listeners.push(LbListener { protocol: LbProtocol::Udp, port: 53, target_port: 30053 });
+    spec.listeners.push(LbListener {
+        protocol: LbProtocol::Udp,
+        port: 53,
+        target_port: 30053,
+    });
     let up = c.update_load_balancer(&lb.id, &spec).await.unwrap();
-    assert_eq!(up.ip.as_deref(), Some(ip.as_str()), "update keeps the address");
+    assert_eq!(
+        up.ip.as_deref(),
+        Some(ip.as_str()),
+        "update keeps the address"
+    );
     assert_eq!(up.spec.listeners.len(), 2);
     let list = c.list_load_balancers().await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].spec, spec);
-    let e = c.create_load_balancer(&lb_spec(&["ghost"])).await.unwrap_err();
-    assert!(matches!(e, ApiError::BadRequest { status: 400, .. }), "{e:?}");
+    let e = c
+        .create_load_balancer(&lb_spec(&["ghost"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ApiError::BadRequest { status: 400, .. }),
+        "{e:?}"
+    );
     assert!(c.delete_load_balancer(&lb.id).await.unwrap());
     assert!(!c.delete_load_balancer(&lb.id).await.unwrap());
-    assert!(matches!(c.load_balancer(&lb.id).await, Err(ApiError::NotFound { .. })));
+    assert!(matches!(
+        c.load_balancer(&lb.id).await,
+        Err(ApiError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
@@ -223,18 +385,51 @@ async fn idempotent_calls_retry_on_5xx_and_create_does_not() {
     let sim = sim_with(scenario()).await;
     let c = client(&sim);
     c.login().await.unwrap();
-    fault(&sim, "vm.status", serde_json::json!({"error_rate": 1.0, "status": 503, "max_faults": 2})).await;
+    fault(
+        &sim,
+        "vm.status",
+        serde_json::json!({"error_rate": 1.0, "status": 503, "max_faults": 2}),
+    )
+    .await;
     assert_eq!(c.list_vms().await.unwrap().len(), 2);
-    assert_eq!(count(&sim, "vm.status").await, 3, "two injected 503s, then success");
+    assert_eq!(
+        count(&sim, "vm.status").await,
+        3,
+        "two injected 503s, then success"
+    );
 
-    fault(&sim, "volume.create", serde_json::json!({"error_rate": 1.0, "status": 502, "max_faults": 1})).await;
-    let e = c.create_volume("v", 1_000_000_000, &VolumeAttributes::default()).await.unwrap_err();
+    fault(
+        &sim,
+        "volume.create",
+        serde_json::json!({"error_rate": 1.0, "status": 502, "max_faults": 1}),
+    )
+    .await;
+    let e = c
+        .create_volume("v", 1_000_000_000, &VolumeAttributes::default())
+        .await
+        .unwrap_err();
     assert!(matches!(e, ApiError::Unavailable { .. }), "{e:?}");
-    assert_eq!(count(&sim, "volume.create").await, 1, "a create is never blindly resent");
+    assert_eq!(
+        count(&sim, "volume.create").await,
+        1,
+        "a create is never blindly resent"
+    );
 
-    fault(&sim, "vm.status", serde_json::json!({"error_rate": 1.0, "status": 500})).await;
-    assert!(matches!(c.list_vms().await, Err(ApiError::Unavailable { .. })));
-    assert_eq!(count(&sim, "vm.status").await, 3 + 4, "gives up after max_attempts");
+    fault(
+        &sim,
+        "vm.status",
+        serde_json::json!({"error_rate": 1.0, "status": 500}),
+    )
+    .await;
+    assert!(matches!(
+        c.list_vms().await,
+        Err(ApiError::Unavailable { .. })
+    ));
+    assert_eq!(
+        count(&sim, "vm.status").await,
+        3 + 4,
+        "gives up after max_attempts"
+    );
 }
 
 #[tokio::test]
@@ -244,9 +439,18 @@ async fn rate_limits_honour_retry_after_even_for_creates() {
     c.login().await.unwrap();
     fault(&sim, "volume.create", serde_json::json!({"error_rate": 1.0, "status": 429, "retry_after_seconds": 1, "max_faults": 1})).await;
     let t = Instant::now();
-    c.create_volume("v", 1_000_000_000, &VolumeAttributes::default()).await.unwrap();
-    assert!(t.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
-    assert_eq!(count(&sim, "volume.create").await, 2, "a 429 was not processed, so it is resent");
+    c.create_volume("v", 1_000_000_000, &VolumeAttributes::default())
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "waited for Retry-After"
+    );
+    assert_eq!(
+        count(&sim, "volume.create").await,
+        2,
+        "a 429 was not processed, so it is resent"
+    );
     assert_eq!(c.list_volumes().await.unwrap().len(), 1, "no duplicate");
 }
 
@@ -255,8 +459,16 @@ async fn dropped_answer_to_a_create_is_not_resent() {
     let sim = sim_with(scenario()).await;
     let c = client(&sim);
     c.login().await.unwrap();
-    fault(&sim, "volume.create", serde_json::json!({"drop_rate": 1.0, "max_faults": 1})).await;
-    let e = c.create_volume("lost", 1_000_000_000, &VolumeAttributes::default()).await.unwrap_err();
+    fault(
+        &sim,
+        "volume.create",
+        serde_json::json!({"drop_rate": 1.0, "max_faults": 1}),
+    )
+    .await;
+    let e = c
+        .create_volume("lost", 1_000_000_000, &VolumeAttributes::default())
+        .await
+        .unwrap_err();
     assert!(e.is_transient(), "{e:?}");
     assert_eq!(count(&sim, "volume.create").await, 1);
     // The volume was made; the look-up-before-create pattern finds it.
@@ -281,11 +493,20 @@ async fn timeouts_are_typed_and_retried_for_idempotent_calls() {
 async fn expired_session_logs_in_once_for_many_concurrent_calls() {
     let sim = sim_with(scenario()).await;
     let c = client(&sim);
-    let calls: Vec<_> = (0..10).map(|_| { let c = c.clone(); tokio::spawn(async move { c.list_vms().await }) }).collect();
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.list_vms().await })
+        })
+        .collect();
     for h in calls {
         assert_eq!(h.await.unwrap().unwrap().len(), 2);
     }
-    assert_eq!(count(&sim, "auth.login").await, 1, "one login for ten concurrent 401s");
+    assert_eq!(
+        count(&sim, "auth.login").await,
+        1,
+        "one login for ten concurrent 401s"
+    );
     admin(&sim, reqwest::Method::POST, "/_sim/session/expire", None).await;
     c.list_vms().await.unwrap();
     assert_eq!(count(&sim, "auth.login").await, 2);
@@ -297,7 +518,10 @@ async fn rotated_credentials_are_used_on_next_login() {
     let mut cfg = config(&sim);
     cfg.auth.credentials.as_mut().unwrap().password = Secret::new("old");
     let c = Client::new(cfg).unwrap();
-    assert!(matches!(c.list_vms().await, Err(ApiError::Unauthorized { .. })));
+    assert!(matches!(
+        c.list_vms().await,
+        Err(ApiError::Unauthorized { .. })
+    ));
     c.set_auth(config(&sim).auth);
     assert_eq!(c.list_vms().await.unwrap().len(), 2);
 }
@@ -308,7 +532,10 @@ async fn bearer_token_needs_no_login() {
     s.auth.token = Some("meson-token".into());
     let sim = sim_with(s).await;
     let mut cfg = config(&sim);
-    cfg.auth = Auth { credentials: None, bearer_token: Some(Secret::new("meson-token")) };
+    cfg.auth = Auth {
+        credentials: None,
+        bearer_token: Some(Secret::new("meson-token")),
+    };
     assert_eq!(Client::new(cfg).unwrap().list_vms().await.unwrap().len(), 2);
     assert_eq!(count(&sim, "auth.login").await, 0);
 }
@@ -317,20 +544,34 @@ async fn bearer_token_needs_no_login() {
 async fn state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let opts = SimOptions { scenario: scenario(), state_file: Some(state.clone()), ..Default::default() };
+    let opts = SimOptions {
+        scenario: scenario(),
+        state_file: Some(state.clone()),
+        ..Default::default()
+    };
     let sim = elemento_sim::start(opts.clone()).await.unwrap();
     let c = client(&sim);
-    let vol = c.create_volume("keep", 1_000_000_000, &VolumeAttributes::default()).await.unwrap();
+    let vol = c
+        .create_volume("keep", 1_000_000_000, &VolumeAttributes::default())
+        .await
+        .unwrap();
     c.attach_volume("vm-a", &vol.id).await.unwrap();
     let lb = c.create_load_balancer(&lb_spec(&["vm-a"])).await.unwrap();
-    let vm = c.register_vm(&RegisterVmRequest::new("extra", 1, 512)).await.unwrap().unwrap();
+    let vm = c
+        .register_vm(&RegisterVmRequest::new("extra", 1, 512))
+        .await
+        .unwrap()
+        .unwrap();
     sim.shutdown().await;
 
     let sim = elemento_sim::start(opts).await.unwrap();
     let c = client(&sim);
     let vms = c.list_vms().await.unwrap();
     assert!(vms.iter().any(|v| v.id == vm.id));
-    assert_eq!(vms.iter().find(|v| v.id == "vm-a").unwrap().volume_ids, vec![vol.id.clone()]);
+    assert_eq!(
+        vms.iter().find(|v| v.id == "vm-a").unwrap().volume_ids,
+        vec![vol.id.clone()]
+    );
     assert_eq!(c.volume_info(&vol.id).await.unwrap().name, "keep");
     assert_eq!(c.load_balancer(&lb.id).await.unwrap().ip, lb.ip);
 }
@@ -341,10 +582,21 @@ async fn every_documented_route_is_served() {
     let sim = sim_with(scenario()).await;
     let http = reqwest::Client::new();
     for r in elemento_api::routes::ALL {
-        let resp = http.request(r.method.clone(), format!("{}{}", sim.base_url(), r.path)).send().await.unwrap();
+        let resp = http
+            .request(r.method.clone(), format!("{}{}", sim.base_url(), r.path))
+            .send()
+            .await
+            .unwrap();
         let body = resp.text().await.unwrap_or_default();
-        assert!(!body.is_empty() || r.path.ends_with("accessible"), "{}: empty answer", r.name);
+        assert!(
+            !body.is_empty() || r.path.ends_with("accessible"),
+            "{}: empty answer",
+            r.name
+        );
     }
     let counters = admin(&sim, reqwest::Method::GET, "/_sim/counters", None).await;
-    assert!(counters.get("unknown").is_none(), "every route was recognised: {counters}");
+    assert!(
+        counters.get("unknown").is_none(),
+        "every route was recognised: {counters}"
+    );
 }

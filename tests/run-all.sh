@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The project's test command: builds the test control plane (cached), brings it up, runs format
+# and lint checks, the unit tests and the e2e tests, and always tears the environment down.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+start=$SECONDS
+bash tests/env/install.sh >/dev/null
+echo "[run-all] test environment installed ($((SECONDS - start)) s)"
+export TESTENV_DIR=${TESTENV_DIR:-/tmp/elemento-testenv-$$}
+trap 'bash tests/env/down.sh' EXIT
+bash tests/env/up.sh >/dev/null
+echo "[run-all] control plane up ($((SECONDS - start)) s)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "[run-all] fmt and clippy clean ($((SECONDS - start)) s)"
+cargo build --workspace --bins --quiet
+cargo test --workspace --no-fail-fast "$@"
+echo "[run-all] done ($((SECONDS - start)) s)"

@@ -1,0 +1,83 @@
+//! The simulator as a child process, with helpers for its admin API.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{Process, workspace_bin};
+
+/// A running `elemento-sim` on an ephemeral port.
+pub struct SimProcess {
+    pub process: Process,
+    pub base_url: String,
+    pub scenario: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SimProcess {
+    /// Starts the simulator with `scenario` (YAML or JSON text) and `extra` flags.
+    pub fn start(scenario: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("scenario.yaml");
+        std::fs::write(&path, scenario).expect("write scenario");
+        let process = Process::spawn(
+            "elemento-sim",
+            Command::new(workspace_bin("elemento-sim"))
+                .arg("--scenario")
+                .arg(&path)
+                .args(["--listen", "127.0.0.1:0"])
+                .args(extra),
+        );
+        // The first stdout line is {"listening": ["127.0.0.1:PORT"]}.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            let log = std::fs::File::open(&process.log).expect("sim log");
+            let found = BufReader::new(log)
+                .lines()
+                .map_while(Result::ok)
+                .find_map(|l| {
+                    let v: Value = serde_json::from_str(&l).ok()?;
+                    v["listening"][0].as_str().map(String::from)
+                });
+            if let Some(a) = found {
+                break a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "elemento-sim did not start:\n{}",
+                process.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Self {
+            process,
+            base_url: format!("http://{addr}"),
+            scenario: path,
+            _dir: dir,
+        }
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut r = reqwest::Client::new().request(method, format!("{}{path}", self.base_url));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("sim admin call");
+        let status = resp.status();
+        let v = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "sim {path}: {status} {v}");
+        v
+    }
+
+    pub async fn state(&self) -> Value {
+        self.admin(reqwest::Method::GET, "/_sim/state", None).await
+    }
+
+    pub async fn counters(&self) -> Value {
+        self.admin(reqwest::Method::GET, "/_sim/counters", None)
+            .await
+    }
+}
