@@ -10,6 +10,7 @@ mod client;
 mod config;
 mod error;
 mod lenient;
+pub mod settings;
 pub mod routes;
 pub mod types;
 pub mod units;

@@ -1,0 +1,195 @@
+//! Command-line flags (familiar to operators of upstream cloud-controller-managers) and the YAML
+//! cloud-config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use elemento_api::settings::ApiSettings;
+use serde::Deserialize;
+
+use crate::service::decide::LbDefaults;
+
+/// The controllers this binary knows, by their upstream names.
+pub const CONTROLLERS: &[&str] = &["cloud-node", "cloud-node-lifecycle", "service", "route"];
+/// Not run unless named explicitly: Elemento network routes are not documented yet.
+pub const DISABLED_BY_DEFAULT: &[&str] = &["route"];
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "elemento-cloud-controller-manager", version, about = "Kubernetes cloud controller manager for Elemento")]
+pub struct Args {
+    /// Path to a kubeconfig; in-cluster configuration when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The cloud-config YAML file (API endpoints, credentials file, cluster name, LB defaults).
+    #[arg(long, env = "ELEMENTO_CLOUD_CONFIG", default_value = "/etc/elemento/cloud-config.yaml")]
+    pub cloud_config: PathBuf,
+    /// Controllers to run: `*` (all enabled by default), `name`, `-name`, comma-separated.
+    #[arg(long, default_value = "*")]
+    pub controllers: String,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    #[arg(long, default_value = "elemento-cloud-controller-manager")]
+    pub leader_elect_resource_name: String,
+    #[arg(long, default_value = "kube-system")]
+    pub leader_elect_resource_namespace: String,
+    /// Identity in the Lease (default: hostname and a random suffix).
+    #[arg(long, env = "POD_NAME")]
+    pub leader_elect_identity: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    pub concurrent_node_syncs: u16,
+    #[arg(long, default_value_t = 4)]
+    pub concurrent_service_syncs: u16,
+    /// How often initialized Nodes' addresses are compared with the API.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub node_status_update_frequency: Duration,
+    /// How often NotReady Nodes are checked against their VM.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub node_monitor_period: Duration,
+    /// Add `node.kubernetes.io/out-of-service:NoExecute` once a NotReady Node's VM has been
+    /// confirmed shut off this long, so stateful pods and volumes fail over. Off when unset.
+    #[arg(long, value_parser = parse_duration)]
+    pub out_of_service_taint_after: Option<Duration>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, default_value = "0.0.0.0:10258")]
+    pub metrics_bind_address: SocketAddr,
+    /// text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+    /// Overrides `clusterName` of the cloud-config.
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+}
+
+/// Parses `500ms`, `15s`, `5m`, `1h` (and plain seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a duration such as 500ms, 15s, 5m, 1h"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unit {unit:?} is not one of ms, s, m, h")),
+    })
+}
+
+/// Which controllers `--controllers` selects; unknown names are an error naming the valid ones.
+pub fn select_controllers(spec: &str) -> Result<Vec<&'static str>, String> {
+    let mut on: Vec<&'static str> = vec![];
+    let mut off: Vec<&str> = vec![];
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (neg, name) = match item.strip_prefix('-') {
+            Some(n) => (true, n),
+            None => (false, item),
+        };
+        if name == "*" && !neg {
+            on.extend(CONTROLLERS.iter().filter(|c| !DISABLED_BY_DEFAULT.contains(c)));
+            continue;
+        }
+        let known = CONTROLLERS
+            .iter()
+            .find(|c| **c == name)
+            .ok_or_else(|| format!("--controllers: unknown controller {name:?}; known: *, {}", CONTROLLERS.join(", ")))?;
+        if neg { off.push(known) } else { on.push(known) }
+    }
+    on.retain(|c| !off.contains(c));
+    on.sort();
+    on.dedup();
+    Ok(on)
+}
+
+/// The cloud-config file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct CloudConfig {
+    /// Names this cluster's load balancers (`k8s-<clusterName>-<service uid>`).
+    pub cluster_name: String,
+    pub api: ApiSettings,
+    pub load_balancer: LoadBalancerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoadBalancerConfig {
+    /// The `spec.loadBalancerClass` this CCM serves.
+    pub class: String,
+    /// Also serve LoadBalancer Services without a class (set false next to MetalLB or Cilium).
+    pub claim_unset_class: bool,
+    pub defaults: LbDefaults,
+}
+
+impl Default for LoadBalancerConfig {
+    fn default() -> Self {
+        Self {
+            class: "elemento.cloud/load-balancer".into(),
+            claim_unset_class: true,
+            defaults: LbDefaults::default(),
+        }
+    }
+}
+
+impl CloudConfig {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--cloud-config {}: {e}", path.display()))?;
+        let c: CloudConfig = serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("--cloud-config {}: {e}", path.display()))?;
+        Ok(c)
+    }
+
+    /// Checks fields whose type does not say everything.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = &self.cluster_name;
+        if n.is_empty() || n.len() > 32 || !n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+            return Err(format!("clusterName {n:?}: 1-32 characters of a-z, 0-9 and '-' are required"));
+        }
+        if self.load_balancer.class.is_empty() {
+            return Err("loadBalancer.class must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_selection() {
+        assert_eq!(select_controllers("*").unwrap(), ["cloud-node", "cloud-node-lifecycle", "service"]);
+        assert_eq!(select_controllers("*,-service").unwrap(), ["cloud-node", "cloud-node-lifecycle"]);
+        assert_eq!(select_controllers("service,route").unwrap(), ["route", "service"]);
+        assert!(select_controllers("*,nodes").unwrap_err().contains("known: *, cloud-node"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn cloud_config_parses_and_validates() {
+        let c: CloudConfig = serde_saphyr::from_str(
+            "clusterName: prod\napi:\n  url: http://127.0.0.1:1\nloadBalancer:\n  claimUnsetClass: false\n  defaults:\n    algorithm: least_connections\n",
+        )
+        .unwrap();
+        assert!(c.validate().is_ok());
+        assert!(!c.load_balancer.claim_unset_class);
+        assert_eq!(c.load_balancer.class, "elemento.cloud/load-balancer");
+        let bad = CloudConfig { cluster_name: "Prod!".into(), ..c };
+        assert!(bad.validate().unwrap_err().contains("clusterName"));
+        assert!(serde_saphyr::from_str::<CloudConfig>("clustername: x\n").is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! What every controller shares: clients, the VM inventory, the event recorder, metrics, settings.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tracing::warn;
+
+use crate::inventory::Inventory;
+use crate::metrics::Metrics;
+use crate::service::decide::{ClassPolicy, LbDefaults};
+
+pub const REPORTER: &str = "elemento-cloud-controller-manager";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cluster_name: String,
+    pub class: ClassPolicy,
+    pub lb_defaults: LbDefaults,
+    pub node_status_update_frequency: Duration,
+    pub node_monitor_period: Duration,
+    pub out_of_service_after: Option<Duration>,
+    pub concurrent_node_syncs: u16,
+    pub concurrent_service_syncs: u16,
+}
+
+pub struct Ctx {
+    pub kube: kube::Client,
+    pub api: elemento_api::Client,
+    pub inventory: Inventory,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub settings: Settings,
+    /// Consecutive failures per object, for exponential requeue backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Ctx {
+    pub fn new(kube: kube::Client, api: elemento_api::Client, metrics: Metrics, settings: Settings, instance: String) -> Self {
+        let recorder = Recorder::new(kube.clone(), Reporter { controller: REPORTER.into(), instance: Some(instance) });
+        Self {
+            inventory: Inventory::new(api.clone()),
+            kube,
+            api,
+            recorder,
+            metrics,
+            settings,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes an event; failing to do so is logged, never fatal.
+    pub async fn event(&self, obj: &k8s_openapi::api::core::v1::ObjectReference, warning: bool, reason: &str, action: &str, note: String) {
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, obj).await {
+            warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// Records a failure of `key` and returns how long to wait: 1 s, 2 s, 4 s … 5 min.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Elemento(#[from] elemento_api::ApiError),
+    /// Reported with an event already; retried with backoff.
+    #[error("{0}")]
+    Retry(String),
+}

@@ -1,0 +1,13 @@
+//! The Elemento cloud controller manager: node initialization, node lifecycle and load balancers.
+//! Pure decisions live in each controller's `decide` module; the modules above them do the IO.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod context;
+pub mod inventory;
+pub mod leader;
+pub mod lifecycle;
+pub mod metrics;
+pub mod node;
+pub mod provider_id;
+pub mod service;

@@ -1,0 +1,139 @@
+//! Pure node-lifecycle decisions for Nodes whose VM is ours.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::node::decide::NodeFacts;
+
+pub const SHUTDOWN_TAINT: &str = "node.cloudprovider.kubernetes.io/shutdown";
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+/// The value marking an out-of-service taint as ours: we never remove one an operator added.
+pub const OUT_OF_SERVICE_VALUE: &str = "elemento-vm-shut-off";
+/// When the CCM first saw the VM shut off (RFC 3339), for the out-of-service delay.
+pub const ANN_SHUT_OFF_SINCE: &str = "node.elemento.cloud/shut-off-since";
+
+/// What the inventory says about the Node's VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    Running,
+    ShutOff,
+    /// Paused or unreported: no action either way.
+    Other,
+    /// Absent from two listings in a row.
+    Gone,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Nothing,
+    DeleteNode,
+    /// Replace the taints (and set or clear the shut-off-since annotation).
+    SetTaints { taints: Vec<Value>, shut_off_since: Option<Option<String>> },
+}
+
+fn shutdown_taint() -> Value {
+    json!({"key": SHUTDOWN_TAINT, "effect": "NoSchedule"})
+}
+
+fn oos_taint() -> Value {
+    json!({"key": OUT_OF_SERVICE_TAINT, "value": OUT_OF_SERVICE_VALUE, "effect": "NoExecute"})
+}
+
+fn ours(t: &Value) -> bool {
+    t["key"] == SHUTDOWN_TAINT || (t["key"] == OUT_OF_SERVICE_TAINT && t["value"] == OUT_OF_SERVICE_VALUE)
+}
+
+/// `off_for`: how long the VM has been seen shut off (from the annotation); `now` formats a new
+/// annotation. `out_of_service_after`: None = feature off.
+pub fn decide(
+    node: &NodeFacts,
+    ready: bool,
+    vm: VmState,
+    off_for: Option<Duration>,
+    out_of_service_after: Option<Duration>,
+    now: &str,
+) -> Decision {
+    let has_shutdown = node.has_taint(SHUTDOWN_TAINT);
+    let has_oos = node.taints.iter().any(|t| t["key"] == OUT_OF_SERVICE_TAINT && t["value"] == OUT_OF_SERVICE_VALUE);
+    let others: Vec<Value> = node.taints.iter().filter(|t| !ours(t)).cloned().collect();
+    let clear = |has: bool| {
+        if has || has_oos {
+            Decision::SetTaints { taints: others.clone(), shut_off_since: Some(None) }
+        } else {
+            Decision::Nothing
+        }
+    };
+    if ready {
+        return clear(has_shutdown);
+    }
+    match vm {
+        VmState::Gone => Decision::DeleteNode,
+        VmState::Running => clear(has_shutdown),
+        VmState::Other => Decision::Nothing,
+        VmState::ShutOff => {
+            let want_oos = matches!((out_of_service_after, off_for), (Some(after), Some(off)) if off >= after);
+            if has_shutdown && want_oos == has_oos {
+                return Decision::Nothing;
+            }
+            let mut taints = others;
+            taints.push(shutdown_taint());
+            if want_oos {
+                taints.push(oos_taint());
+            }
+            let since = if off_for.is_none() { Some(Some(now.to_string())) } else { None };
+            Decision::SetTaints { taints, shut_off_since: since }
+        }
+    }
+}
+
+/// Whether the Node's Ready condition is True.
+pub fn is_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(taints: Vec<Value>) -> NodeFacts {
+        NodeFacts { name: "n".into(), taints, ..Default::default() }
+    }
+    const NOW: &str = "2026-01-01T00:00:00Z";
+
+    #[test]
+    fn gone_deletes_only_when_not_ready() {
+        assert_eq!(decide(&node(vec![]), false, VmState::Gone, None, None, NOW), Decision::DeleteNode);
+        assert_eq!(decide(&node(vec![]), true, VmState::Gone, None, None, NOW), Decision::Nothing);
+    }
+
+    #[test]
+    fn shut_off_taints_and_running_untaints() {
+        let keep = json!({"key": "user", "effect": "NoSchedule"});
+        let d = decide(&node(vec![keep.clone()]), false, VmState::ShutOff, None, None, NOW);
+        assert_eq!(d, Decision::SetTaints { taints: vec![keep.clone(), shutdown_taint()], shut_off_since: Some(Some(NOW.into())) });
+        let tainted = node(vec![keep.clone(), shutdown_taint()]);
+        assert_eq!(decide(&tainted, false, VmState::ShutOff, Some(Duration::from_secs(5)), None, NOW), Decision::Nothing);
+        assert_eq!(decide(&tainted, false, VmState::Running, None, None, NOW), Decision::SetTaints { taints: vec![keep.clone()], shut_off_since: Some(None) });
+        assert_eq!(decide(&tainted, true, VmState::Other, None, None, NOW), Decision::SetTaints { taints: vec![keep], shut_off_since: Some(None) });
+        assert_eq!(decide(&tainted, false, VmState::Other, None, None, NOW), Decision::Nothing);
+    }
+
+    #[test]
+    fn out_of_service_after_the_delay_and_never_removes_an_operators_taint() {
+        let after = Some(Duration::from_secs(60));
+        let tainted = node(vec![shutdown_taint()]);
+        assert_eq!(decide(&tainted, false, VmState::ShutOff, Some(Duration::from_secs(30)), after, NOW), Decision::Nothing);
+        assert_eq!(
+            decide(&tainted, false, VmState::ShutOff, Some(Duration::from_secs(61)), after, NOW),
+            Decision::SetTaints { taints: vec![shutdown_taint(), oos_taint()], shut_off_since: None }
+        );
+        let operators = json!({"key": OUT_OF_SERVICE_TAINT, "value": "nodeshutdown", "effect": "NoExecute"});
+        let n = node(vec![operators.clone(), shutdown_taint(), oos_taint()]);
+        assert_eq!(decide(&n, false, VmState::Running, None, after, NOW), Decision::SetTaints { taints: vec![operators], shut_off_since: Some(None) });
+    }
+}

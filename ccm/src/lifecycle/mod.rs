@@ -1,0 +1,137 @@
+//! The node lifecycle controller: deletes NotReady Nodes whose VM is gone, taints those whose VM
+//! is shut off (and, opt-in, marks them out-of-service), and clears the taints when the VM runs.
+
+pub mod decide;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::context::{Ctx, Error};
+use crate::node::decide::NodeFacts;
+use crate::provider_id::{self, ProviderId};
+use decide::{ANN_SHUT_OFF_SINCE, Decision, VmState};
+
+const NAME: &str = "cloud-node-lifecycle";
+/// A VM counts as gone only when absent from two listings taken at least this far apart.
+const GONE_CONFIRMATION: Duration = Duration::from_secs(2);
+
+/// VM ids seen missing: listing generation and time of the first miss.
+#[derive(Default)]
+pub struct Missing(Mutex<HashMap<String, (u64, Instant)>>);
+
+pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let api: Api<Node> = Api::all(ctx.kube.clone());
+    let state = Arc::new((ctx, Missing::default()));
+    Controller::new(api, watcher::Config::default())
+        .with_config(Config::default().concurrency(state.0.settings.concurrent_node_syncs))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, state)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+type State = Arc<(Arc<Ctx>, Missing)>;
+
+fn error_policy(node: Arc<Node>, err: &Error, state: State) -> Action {
+    warn!(node = %node.name_any(), error = %err, "node lifecycle reconcile failed");
+    Action::requeue(state.0.backoff(&format!("{NAME}/{}", node.name_any())))
+}
+
+#[instrument(skip_all, fields(node = %node.name_any()))]
+async fn reconcile(node: Arc<Node>, state: State) -> Result<Action, Error> {
+    let (ctx, missing) = (&state.0, &state.1);
+    let started = Instant::now();
+    let result = reconcile_inner(&node, ctx, missing).await;
+    ctx.metrics.reconciled(NAME, result.is_ok(), started.elapsed());
+    if result.is_ok() {
+        ctx.succeeded(&format!("{NAME}/{}", node.name_any()));
+    }
+    result
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Action, Error> {
+    let facts = NodeFacts::from_node(node);
+    // Never touch a Node of another cloud, or one not initialized yet.
+    let ProviderId::Elemento(id) = provider_id::parse(facts.provider_id.as_deref()) else {
+        return Ok(Action::await_change());
+    };
+    let ready = decide::is_ready(node);
+    let ours = facts.has_taint(decide::SHUTDOWN_TAINT) || facts.has_taint(decide::OUT_OF_SERVICE_TAINT);
+    if ready && !ours {
+        return Ok(Action::await_change()); // the common case costs no API call
+    }
+    let period = ctx.settings.node_monitor_period;
+    let snap = ctx.inventory.vms(period).await?;
+    let vm_state = match snap.by_id(&id) {
+        Some(vm) => {
+            missing.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            match vm.power {
+                elemento_api::types::PowerState::Running => VmState::Running,
+                elemento_api::types::PowerState::ShutOff => VmState::ShutOff,
+                _ => VmState::Other,
+            }
+        }
+        // An empty listing is more likely a broken answer than a cloud with no VMs at all.
+        None if snap.vms.is_empty() => VmState::Other,
+        None => {
+            let first = *missing.0.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_insert((snap.generation, Instant::now()));
+            if snap.generation > first.0 && first.1.elapsed() >= GONE_CONFIRMATION {
+                VmState::Gone
+            } else {
+                // Confirm with a fresh listing shortly.
+                return Ok(Action::requeue(GONE_CONFIRMATION));
+            }
+        }
+    };
+    let off_for = node
+        .annotations()
+        .get(ANN_SHUT_OFF_SINCE)
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|since| Duration::from_secs(now_secs().saturating_sub(since)));
+    let decision = decide::decide(&facts, ready, vm_state, off_for, ctx.settings.out_of_service_after, &now_secs().to_string());
+    let api: Api<Node> = Api::all(ctx.kube.clone());
+    match decision {
+        Decision::Nothing => {}
+        Decision::DeleteNode => {
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions { uid: node.metadata.uid.clone(), resource_version: None }),
+                ..Default::default()
+            };
+            info!(vm = %id, "VM no longer exists: deleting the Node");
+            ctx.event(&node.object_ref(&()), false, "DeletingNode", "DeleteNode", format!("Elemento VM {id} no longer exists")).await;
+            match api.delete(&facts.name, &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            missing.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return Ok(Action::await_change());
+        }
+        Decision::SetTaints { taints, shut_off_since } => {
+            let mut patch = json!({
+                "metadata": {"resourceVersion": node.metadata.resource_version},
+                "spec": {"taints": taints},
+            });
+            if let Some(since) = shut_off_since {
+                patch["metadata"]["annotations"] = json!({ ANN_SHUT_OFF_SINCE: since });
+            }
+            api.patch(&facts.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            info!(vm = %id, ?vm_state, "updated node taints");
+        }
+    }
+    Ok(if ready { Action::await_change() } else { Action::requeue(period) })
+}

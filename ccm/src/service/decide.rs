@@ -1,0 +1,442 @@
+//! Pure load-balancer decisions: whether a Service is ours, its annotations, its desired LB.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use elemento_api::types::*;
+use k8s_openapi::api::core::v1::Service;
+
+pub const ANN_PREFIX: &str = "load-balancer.elemento.cloud/";
+pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
+/// Nodes with this label never receive load-balancer traffic (upstream convention).
+pub const LABEL_EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// Defaults from the cloud-config, overridable per Service by annotation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct LbDefaults {
+    pub algorithm: LbAlgorithm,
+    pub health_check_interval_seconds: u32,
+    pub health_check_timeout_seconds: u32,
+    pub health_check_retries: u32,
+    pub proxy_protocol: bool,
+    pub internal: bool,
+}
+
+impl Default for LbDefaults {
+    fn default() -> Self {
+        Self {
+            algorithm: LbAlgorithm::RoundRobin,
+            health_check_interval_seconds: 5,
+            health_check_timeout_seconds: 3,
+            health_check_retries: 3,
+            proxy_protocol: false,
+            internal: false,
+        }
+    }
+}
+
+/// An annotation the CCM cannot accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnotationError {
+    pub annotation: String,
+    pub value: String,
+    pub accepted: String,
+}
+
+impl fmt::Display for AnnotationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "annotation {}: {:?} is not valid; accepted: {}", self.annotation, self.value, self.accepted)
+    }
+}
+
+/// One `key=value` / `key!=value` / `key` / `!key` requirement of a node selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    NotExists(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeSelector(pub Vec<Requirement>);
+
+impl NodeSelector {
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut reqs = vec![];
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let valid = |k: &str| !k.is_empty() && k.len() <= 317 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+            let r = if let Some((k, v)) = part.split_once("!=") {
+                Requirement::NotEquals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some(k) = part.strip_prefix('!') {
+                Requirement::NotExists(k.trim().into())
+            } else {
+                Requirement::Exists(part.into())
+            };
+            let key = match &r {
+                Requirement::Equals(k, _) | Requirement::NotEquals(k, _) | Requirement::Exists(k) | Requirement::NotExists(k) => k,
+            };
+            if !valid(key) {
+                return None;
+            }
+            reqs.push(r);
+        }
+        Some(Self(reqs))
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::NotExists(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+/// Per-Service settings after annotations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LbOptions {
+    pub name: Option<String>,
+    pub algorithm: LbAlgorithm,
+    pub health_check_protocol: Option<HealthCheckProtocol>,
+    pub health_check_port: Option<u16>,
+    pub health_check_path: Option<String>,
+    pub health_check_interval: u32,
+    pub health_check_timeout: u32,
+    pub health_check_retries: u32,
+    pub proxy_protocol: bool,
+    pub node_selector: NodeSelector,
+    pub hostname: Option<String>,
+    pub internal: bool,
+}
+
+/// Every annotation the CCM reads, with what it accepts (also the docs' list).
+pub const ANNOTATIONS: &[(&str, &str)] = &[
+    ("name", "a load-balancer name: 1-63 characters of a-z, 0-9 and '-'"),
+    ("algorithm", "round_robin, least_connections, source_ip"),
+    ("health-check-protocol", "tcp, http"),
+    ("health-check-port", "a port number 1-65535"),
+    ("health-check-path", "an HTTP path starting with '/'"),
+    ("health-check-interval", "seconds, 1-300"),
+    ("health-check-timeout", "seconds, 1-300"),
+    ("health-check-retries", "1-10"),
+    ("proxy-protocol", "true, false"),
+    ("node-selector", "a label selector: key=value, key!=value, key, !key, comma-separated"),
+    ("hostname", "a DNS name"),
+    ("internal", "true, false"),
+];
+
+fn accepted(key: &str) -> &'static str {
+    ANNOTATIONS.iter().find(|(k, _)| *k == key).map(|(_, a)| *a).unwrap_or("")
+}
+
+fn is_dns_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn is_lb_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !s.starts_with('-')
+}
+
+/// Parses every `load-balancer.elemento.cloud/*` annotation; all errors are reported at once,
+/// including unknown keys under the prefix (typos).
+pub fn parse_annotations(ann: &BTreeMap<String, String>, d: &LbDefaults) -> Result<LbOptions, Vec<AnnotationError>> {
+    let mut o = LbOptions {
+        name: None,
+        algorithm: d.algorithm,
+        health_check_protocol: None,
+        health_check_port: None,
+        health_check_path: None,
+        health_check_interval: d.health_check_interval_seconds,
+        health_check_timeout: d.health_check_timeout_seconds,
+        health_check_retries: d.health_check_retries,
+        proxy_protocol: d.proxy_protocol,
+        node_selector: NodeSelector::default(),
+        hostname: None,
+        internal: d.internal,
+    };
+    let mut errors = vec![];
+    for (full, value) in ann {
+        let Some(key) = full.strip_prefix(ANN_PREFIX) else { continue };
+        let v = value.trim();
+        let bad = |errors: &mut Vec<AnnotationError>, accepted: String| {
+            errors.push(AnnotationError { annotation: full.clone(), value: value.clone(), accepted })
+        };
+        let num = |lo: u32, hi: u32| v.parse::<u32>().ok().filter(|n| (lo..=hi).contains(n));
+        let boolean = || match v {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        };
+        let ok = match key {
+            "name" => is_lb_name(v).then(|| o.name = Some(v.to_string())).is_some(),
+            "algorithm" => match v {
+                "round_robin" => Some(LbAlgorithm::RoundRobin),
+                "least_connections" => Some(LbAlgorithm::LeastConnections),
+                "source_ip" => Some(LbAlgorithm::SourceIp),
+                _ => None,
+            }
+            .map(|a| o.algorithm = a)
+            .is_some(),
+            "health-check-protocol" => match v {
+                "tcp" => Some(HealthCheckProtocol::Tcp),
+                "http" => Some(HealthCheckProtocol::Http),
+                _ => None,
+            }
+            .map(|p| o.health_check_protocol = Some(p))
+            .is_some(),
+            "health-check-port" => num(1, 65535).map(|p| o.health_check_port = Some(p as u16)).is_some(),
+            "health-check-path" => (v.starts_with('/') && v.len() <= 1024 && !v.chars().any(char::is_whitespace))
+                .then(|| o.health_check_path = Some(v.to_string()))
+                .is_some(),
+            "health-check-interval" => num(1, 300).map(|n| o.health_check_interval = n).is_some(),
+            "health-check-timeout" => num(1, 300).map(|n| o.health_check_timeout = n).is_some(),
+            "health-check-retries" => num(1, 10).map(|n| o.health_check_retries = n).is_some(),
+            "proxy-protocol" => boolean().map(|b| o.proxy_protocol = b).is_some(),
+            "internal" => boolean().map(|b| o.internal = b).is_some(),
+            "hostname" => is_dns_name(v).then(|| o.hostname = Some(v.to_string())).is_some(),
+            "node-selector" => NodeSelector::parse(v).map(|s| o.node_selector = s).is_some(),
+            _ => {
+                let known: Vec<_> = ANNOTATIONS.iter().map(|(k, _)| format!("{ANN_PREFIX}{k}")).collect();
+                bad(&mut errors, format!("a known annotation: {}", known.join(", ")));
+                continue;
+            }
+        };
+        if !ok {
+            bad(&mut errors, accepted(key).to_string());
+        }
+    }
+    if o.health_check_timeout > o.health_check_interval {
+        errors.push(AnnotationError {
+            annotation: format!("{ANN_PREFIX}health-check-timeout"),
+            value: o.health_check_timeout.to_string(),
+            accepted: format!("at most the interval ({} s)", o.health_check_interval),
+        });
+    }
+    if errors.is_empty() { Ok(o) } else { Err(errors) }
+}
+
+/// Which load-balancer class this CCM serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassPolicy {
+    pub class: String,
+    /// Also serve Services with no `spec.loadBalancerClass`.
+    pub claim_unset: bool,
+}
+
+/// True when the Service should have an Elemento load balancer now.
+pub fn wants_lb(svc: &Service, policy: &ClassPolicy) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    if svc.metadata.deletion_timestamp.is_some() || spec.type_.as_deref() != Some("LoadBalancer") {
+        return false;
+    }
+    match spec.load_balancer_class.as_deref() {
+        None => policy.claim_unset,
+        Some(c) => c == policy.class,
+    }
+}
+
+/// Whether the Service's class is ours at all (a Service of another class is never touched,
+/// even if it somehow carries our finalizer... except to remove an LB we made).
+pub fn has_finalizer(svc: &Service) -> bool {
+    svc.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+}
+
+/// Deterministic LB name: `k8s-<cluster>-<service uid>`, so a restart finds its LBs.
+pub fn lb_name(cluster: &str, svc: &Service, opts: Option<&LbOptions>) -> Option<String> {
+    if let Some(n) = opts.and_then(|o| o.name.clone()) {
+        return Some(n);
+    }
+    let uid = svc.metadata.uid.as_deref()?;
+    Some(format!("k8s-{cluster}-{uid}"))
+}
+
+/// A Node as the LB target selection sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetNode {
+    pub name: String,
+    pub vm_id: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub initialized: bool,
+    pub deleting: bool,
+}
+
+/// VM ids of the Nodes that receive traffic, sorted and unique.
+pub fn targets(nodes: &[TargetNode], selector: &NodeSelector) -> Vec<String> {
+    let mut t: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.initialized && !n.deleting && !n.labels.contains_key(LABEL_EXCLUDE) && selector.matches(&n.labels))
+        .filter_map(|n| n.vm_id.clone())
+        .collect();
+    t.sort();
+    t.dedup();
+    t
+}
+
+/// The LB the Service should have.
+pub fn desired_spec(svc: &Service, name: String, opts: &LbOptions, targets: Vec<String>) -> Result<LoadBalancerSpec, String> {
+    let spec = svc.spec.as_ref().ok_or("the Service has no spec")?;
+    let mut listeners = vec![];
+    for p in spec.ports.as_deref().unwrap_or_default() {
+        let protocol = match p.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => LbProtocol::Tcp,
+            "UDP" => LbProtocol::Udp,
+            other => return Err(format!("port {}: protocol {other} is not supported; accepted: TCP, UDP", p.port)),
+        };
+        let node_port = p.node_port.filter(|n| (1..=65535).contains(n)).ok_or_else(|| {
+            format!("port {} has no nodePort (allocateLoadBalancerNodePorts is false); Elemento load balancers forward to node ports", p.port)
+        })?;
+        let port = u16::try_from(p.port).map_err(|_| format!("port {} is out of range", p.port))?;
+        listeners.push(LbListener { protocol, port, target_port: node_port as u16 });
+    }
+    if listeners.is_empty() {
+        return Err("the Service has no ports".into());
+    }
+    listeners.sort();
+    // externalTrafficPolicy: Local → only Nodes with a ready endpoint answer the kube-proxy
+    // health check on healthCheckNodePort; use it unless annotations say otherwise.
+    let local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let hc_node_port = spec.health_check_node_port.filter(|_| local).and_then(|p| u16::try_from(p).ok());
+    let protocol = opts.health_check_protocol.unwrap_or(if hc_node_port.is_some() { HealthCheckProtocol::Http } else { HealthCheckProtocol::Tcp });
+    let path = match protocol {
+        HealthCheckProtocol::Http => Some(opts.health_check_path.clone().unwrap_or_else(|| "/healthz".into())),
+        HealthCheckProtocol::Tcp => None,
+    };
+    Ok(LoadBalancerSpec {
+        name,
+        listeners,
+        targets,
+        health_check: LbHealthCheck {
+            protocol,
+            port: opts.health_check_port.or(hc_node_port).unwrap_or(0),
+            path,
+            interval_seconds: opts.health_check_interval,
+            timeout_seconds: opts.health_check_timeout,
+            retries: opts.health_check_retries,
+        },
+        algorithm: opts.algorithm,
+        proxy_protocol: opts.proxy_protocol,
+        private: opts.internal,
+        hostname: opts.hostname.clone(),
+    })
+}
+
+/// `status.loadBalancer.ingress`: the hostname when one is set (traffic then always goes through
+/// the LB, which proxy protocol needs), else the address.
+pub fn ingress(lb: &LoadBalancer) -> serde_json::Value {
+    match (&lb.spec.hostname, &lb.ip) {
+        (Some(h), _) => serde_json::json!([{"hostname": h}]),
+        (None, Some(ip)) => serde_json::json!([{"ip": ip, "ipMode": "VIP"}]),
+        (None, None) => serde_json::json!([]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn lb_svc() -> Service {
+        svc(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "1234-abcd"},
+            "spec": {"type": "LoadBalancer", "ports": [
+                {"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
+                {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]}
+        }))
+    }
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (format!("{ANN_PREFIX}{k}"), v.to_string())).collect()
+    }
+
+    #[test]
+    fn class_policy() {
+        let ours = ClassPolicy { class: "elemento.cloud/load-balancer".into(), claim_unset: true };
+        assert!(wants_lb(&lb_svc(), &ours));
+        assert!(!wants_lb(&lb_svc(), &ClassPolicy { claim_unset: false, ..ours.clone() }));
+        let mut other = lb_svc();
+        other.spec.as_mut().unwrap().load_balancer_class = Some("metallb.io/l2".into());
+        assert!(!wants_lb(&other, &ours));
+        other.spec.as_mut().unwrap().load_balancer_class = Some(ours.class.clone());
+        assert!(wants_lb(&other, &ours));
+        let mut cip = lb_svc();
+        cip.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        assert!(!wants_lb(&cip, &ours));
+    }
+
+    #[test]
+    fn annotations_valid_and_invalid() {
+        let d = LbDefaults::default();
+        let o = parse_annotations(&ann(&[("algorithm", "least_connections"), ("proxy-protocol", "true"), ("health-check-interval", "10"), ("node-selector", "pool=web,!gpu"), ("internal", "true")]), &d).unwrap();
+        assert_eq!(o.algorithm, LbAlgorithm::LeastConnections);
+        assert!(o.proxy_protocol && o.internal);
+        assert_eq!(o.health_check_interval, 10);
+        assert_eq!(o.node_selector.0.len(), 2);
+        let e = parse_annotations(&ann(&[("algorithm", "fastest"), ("health-check-port", "70000"), ("algoritm", "x")]), &d).unwrap_err();
+        assert_eq!(e.len(), 3);
+        let text: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+        assert!(text.iter().any(|t| t.contains("load-balancer.elemento.cloud/algorithm") && t.contains("round_robin, least_connections, source_ip")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("algoritm") && t.contains("a known annotation")), "{text:?}");
+        assert!(parse_annotations(&ann(&[("health-check-timeout", "20")]), &d).is_err(), "timeout above interval");
+        assert!(parse_annotations(&ann(&[("hostname", "-bad-.example")]), &d).is_err());
+        assert!(parse_annotations(&ann(&[("name", "Has Space")]), &d).is_err());
+        assert!(parse_annotations(&ann(&[("node-selector", "a b=c")]), &d).is_err());
+    }
+
+    #[test]
+    fn desired_spec_listeners_targets_and_health_check() {
+        let d = LbDefaults::default();
+        let o = parse_annotations(&BTreeMap::new(), &d).unwrap();
+        let s = desired_spec(&lb_svc(), "lb".into(), &o, vec!["vm-1".into()]).unwrap();
+        assert_eq!(s.listeners, vec![
+            LbListener { protocol: LbProtocol::Tcp, port: 80, target_port: 30080 },
+            LbListener { protocol: LbProtocol::Udp, port: 53, target_port: 30053 },
+        ]);
+        assert_eq!(s.health_check.protocol, HealthCheckProtocol::Tcp);
+        let mut local = lb_svc();
+        let spec = local.spec.as_mut().unwrap();
+        spec.external_traffic_policy = Some("Local".into());
+        spec.health_check_node_port = Some(31999);
+        let s = desired_spec(&local, "lb".into(), &o, vec![]).unwrap();
+        assert_eq!((s.health_check.protocol, s.health_check.port, s.health_check.path.as_deref()), (HealthCheckProtocol::Http, 31999, Some("/healthz")));
+        let mut sctp = lb_svc();
+        sctp.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].protocol = Some("SCTP".into());
+        assert!(desired_spec(&sctp, "lb".into(), &o, vec![]).unwrap_err().contains("SCTP"));
+        let mut no_np = lb_svc();
+        no_np.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = None;
+        assert!(desired_spec(&no_np, "lb".into(), &o, vec![]).unwrap_err().contains("nodePort"));
+    }
+
+    #[test]
+    fn targets_respect_selector_exclusion_and_initialization() {
+        let n = |name: &str, labels: &[(&str, &str)], init: bool| TargetNode {
+            name: name.into(),
+            vm_id: Some(format!("vm-{name}")),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            initialized: init,
+            deleting: false,
+        };
+        let nodes = vec![n("b", &[("pool", "web")], true), n("a", &[("pool", "web")], true), n("c", &[("pool", "db")], true), n("d", &[(LABEL_EXCLUDE, "")], true), n("e", &[], false)];
+        assert_eq!(targets(&nodes, &NodeSelector::default()), ["vm-a", "vm-b", "vm-c"]);
+        assert_eq!(targets(&nodes, &NodeSelector::parse("pool=web").unwrap()), ["vm-a", "vm-b"]);
+        assert_eq!(targets(&nodes, &NodeSelector::parse("pool!=web").unwrap()), ["vm-c"]);
+    }
+
+    #[test]
+    fn names_are_deterministic() {
+        let o = parse_annotations(&ann(&[("name", "my-lb")]), &LbDefaults::default()).unwrap();
+        assert_eq!(lb_name("prod", &lb_svc(), None).as_deref(), Some("k8s-prod-1234-abcd"));
+        assert_eq!(lb_name("prod", &lb_svc(), Some(&o)).as_deref(), Some("my-lb"));
+    }
+}

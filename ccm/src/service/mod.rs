@@ -1,0 +1,261 @@
+//! The service controller: an Elemento load balancer per `type: LoadBalancer` Service of our class.
+//!
+//! Cost on the cloud API: the LBs are listed once and kept in a cache updated from every answer,
+//! so a reconcile whose desired LB equals the cached one makes no call at all. Node changes
+//! re-reconcile Services only when the set of eligible Nodes changes (not on heartbeats).
+
+pub mod decide;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use elemento_api::types::LoadBalancer;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::Mutex;
+use tracing::{info, instrument, warn};
+
+use crate::context::{Ctx, Error};
+use crate::node::decide::{NodeFacts, UNINITIALIZED_TAINT};
+use crate::provider_id::{self, ProviderId};
+use decide::{FINALIZER, TargetNode};
+
+const NAME: &str = "service";
+/// The id of the LB made for a Service; deletion uses it even if the name annotation changed.
+pub const ANN_LB_ID: &str = "service.elemento.cloud/load-balancer-id";
+/// Full re-listing of LBs, to notice ones deleted out of band.
+const LB_CACHE_TTL: Duration = Duration::from_secs(600);
+
+/// Load balancers by name, as last seen.
+#[derive(Default)]
+pub struct LbCache {
+    by_name: Option<(HashMap<String, LoadBalancer>, Instant)>,
+}
+
+pub struct ServiceState {
+    ctx: Arc<Ctx>,
+    nodes: Store<Node>,
+    lbs: Mutex<LbCache>,
+}
+
+impl ServiceState {
+    /// The cache, listed again when missing or older than the TTL.
+    async fn lbs(&self) -> Result<tokio::sync::MutexGuard<'_, LbCache>, Error> {
+        let mut c = self.lbs.lock().await;
+        if c.by_name.as_ref().is_none_or(|(_, at)| at.elapsed() > LB_CACHE_TTL) {
+            let list = self.ctx.api.list_load_balancers().await?;
+            c.by_name = Some((list.into_iter().map(|lb| (lb.spec.name.clone(), lb)).collect(), Instant::now()));
+        }
+        Ok(c)
+    }
+
+    /// After an ambiguous failure the cache may be wrong (a create may have happened).
+    async fn invalidate(&self) {
+        self.lbs.lock().await.by_name = None;
+    }
+}
+
+impl LbCache {
+    fn get(&self, name: &str) -> Option<&LoadBalancer> {
+        self.by_name.as_ref().and_then(|(m, _)| m.get(name))
+    }
+    fn by_id(&self, id: &str) -> Option<&LoadBalancer> {
+        self.by_name.as_ref().and_then(|(m, _)| m.values().find(|l| l.id == id))
+    }
+    fn put(&mut self, lb: LoadBalancer) {
+        if let Some((m, _)) = &mut self.by_name {
+            m.insert(lb.spec.name.clone(), lb);
+        }
+    }
+    fn remove_id(&mut self, id: &str) {
+        if let Some((m, _)) = &mut self.by_name {
+            m.retain(|_, l| l.id != id);
+        }
+    }
+}
+
+fn target_node(n: &Node) -> TargetNode {
+    let f = NodeFacts::from_node(n);
+    let vm_id = match provider_id::parse(f.provider_id.as_deref()) {
+        ProviderId::Elemento(id) => Some(id),
+        _ => None,
+    };
+    TargetNode {
+        name: f.name.clone(),
+        initialized: vm_id.is_some() && !f.has_taint(UNINITIALIZED_TAINT),
+        vm_id,
+        deleting: n.metadata.deletion_timestamp.is_some(),
+        labels: f.labels,
+    }
+}
+
+/// What about a Node can change LB targets: its VM, labels, initialization, deletion.
+fn target_fingerprint(n: &Node) -> String {
+    let t = target_node(n);
+    format!("{:?}|{}|{}|{:?}", t.vm_id, t.initialized, t.deleting, t.labels)
+}
+
+pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let (nodes, writer) = reflector::store();
+    let node_api: Api<Node> = Api::all(ctx.kube.clone());
+    // One trigger per change of any Node's target fingerprint (heartbeats change nothing).
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let node_changes = watcher(node_api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .try_filter_map(move |ev| {
+            let changed = match &ev {
+                watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                    let fp = target_fingerprint(n);
+                    seen.insert(n.name_any(), fp.clone()) != Some(fp)
+                }
+                watcher::Event::Delete(n) => seen.remove(&n.name_any()).is_some(),
+                watcher::Event::InitDone => true,
+                watcher::Event::Init => false,
+            };
+            futures::future::ready(Ok(changed.then_some(())))
+        })
+        .filter_map(|r| futures::future::ready(r.ok()));
+    let state = Arc::new(ServiceState { ctx: ctx.clone(), nodes: nodes.clone(), lbs: Mutex::new(LbCache::default()) });
+    let api: Api<Service> = Api::all(ctx.kube.clone());
+    Controller::new(api, watcher::Config::default())
+        .with_config(Config::default().concurrency(ctx.settings.concurrent_service_syncs).debounce(Duration::from_millis(200)))
+        .reconcile_all_on(node_changes)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, state)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn key(svc: &Service) -> String {
+    format!("{NAME}/{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
+}
+
+fn error_policy(svc: Arc<Service>, err: &Error, state: Arc<ServiceState>) -> Action {
+    warn!(service = %key(&svc), error = %err, "service reconcile failed");
+    Action::requeue(state.ctx.backoff(&key(&svc)))
+}
+
+#[instrument(skip_all, fields(service = %key(&svc)))]
+async fn reconcile(svc: Arc<Service>, state: Arc<ServiceState>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&svc, &state).await;
+    state.ctx.metrics.reconciled(NAME, result.is_ok(), started.elapsed());
+    match &result {
+        Ok(_) => state.ctx.succeeded(&key(&svc)),
+        // A create or update may have happened without us seeing the answer.
+        Err(Error::Elemento(e)) if e.is_transient() => state.invalidate().await,
+        Err(_) => {}
+    }
+    result
+}
+
+async fn reconcile_inner(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
+    let ctx = &state.ctx;
+    if decide::wants_lb(svc, &ctx.settings.class) {
+        ensure(svc, state).await
+    } else if decide::has_finalizer(svc) {
+        cleanup(svc, state).await
+    } else {
+        Ok(Action::await_change())
+    }
+}
+
+async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
+    let ctx = &state.ctx;
+    let oref = svc.object_ref(&());
+    let opts = match decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults) {
+        Ok(o) => o,
+        Err(errors) => {
+            let note = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+            ctx.event(&oref, true, "InvalidLoadBalancerAnnotation", "EnsureLoadBalancer", format!("{note}. The load balancer is left as it is.")).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let name = decide::lb_name(&ctx.settings.cluster_name, svc, Some(&opts)).ok_or_else(|| Error::Retry("the Service has no uid yet".into()))?;
+    let nodes: Vec<TargetNode> = state.nodes.state().iter().map(|n| target_node(n)).collect();
+    let targets = decide::targets(&nodes, &opts.node_selector);
+    let desired = match decide::desired_spec(svc, name.clone(), &opts, targets) {
+        Ok(d) => d,
+        Err(why) => {
+            ctx.event(&oref, true, "InvalidLoadBalancerService", "EnsureLoadBalancer", format!("{why}. The load balancer is left as it is.")).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let svcs: Api<Service> = Api::namespaced(ctx.kube.clone(), &svc.namespace().unwrap_or_default());
+    if !decide::has_finalizer(svc) {
+        let mut f = svc.finalizers().to_vec();
+        f.push(FINALIZER.into());
+        let patch = json!({"metadata": {"finalizers": f, "resourceVersion": svc.metadata.resource_version}});
+        svcs.patch(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    let lb = {
+        let mut cache = state.lbs().await?;
+        match cache.get(&name).cloned() {
+            None => {
+                let lb = ctx.api.create_load_balancer(&desired).await?;
+                info!(lb = %lb.id, name = %name, ip = ?lb.ip, "created load balancer");
+                ctx.event(&oref, false, "EnsuredLoadBalancer", "EnsureLoadBalancer", format!("created Elemento load balancer {name} ({})", lb.id)).await;
+                cache.put(lb.clone());
+                lb
+            }
+            Some(existing) if existing.spec != desired => {
+                let lb = ctx.api.update_load_balancer(&existing.id, &desired).await?;
+                info!(lb = %lb.id, "updated load balancer");
+                ctx.event(&oref, false, "UpdatedLoadBalancer", "EnsureLoadBalancer", format!("updated Elemento load balancer {name}")).await;
+                cache.put(lb.clone());
+                lb
+            }
+            Some(existing) => existing,
+        }
+    };
+    if svc.annotations().get(ANN_LB_ID) != Some(&lb.id) {
+        let patch = json!({"metadata": {"annotations": {ANN_LB_ID: lb.id}}});
+        svcs.patch(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    let ingress = decide::ingress(&lb);
+    let current = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.clone());
+    if serde_json::to_value(current.unwrap_or_default()).unwrap_or_default() != ingress {
+        let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+        svcs.patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    Ok(Action::requeue(LB_CACHE_TTL))
+}
+
+async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
+    let ctx = &state.ctx;
+    let mut cache = state.lbs().await?;
+    let by_annotation = svc.annotations().get(ANN_LB_ID).and_then(|id| cache.by_id(id)).cloned();
+    let opts = decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults).ok();
+    let by_name = decide::lb_name(&ctx.settings.cluster_name, svc, opts.as_ref()).and_then(|n| cache.get(&n).cloned());
+    for lb in [by_annotation, by_name].into_iter().flatten() {
+        ctx.api.delete_load_balancer(&lb.id).await?;
+        cache.remove_id(&lb.id);
+        info!(lb = %lb.id, "deleted load balancer");
+        ctx.event(&svc.object_ref(&()), false, "DeletedLoadBalancer", "DeleteLoadBalancer", format!("deleted Elemento load balancer {}", lb.spec.name)).await;
+    }
+    drop(cache);
+    let svcs: Api<Service> = Api::namespaced(ctx.kube.clone(), &svc.namespace().unwrap_or_default());
+    let name = svc.name_any();
+    if svc.metadata.deletion_timestamp.is_none() {
+        let has_ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()).is_some_and(|i| !i.is_empty());
+        if has_ingress {
+            svcs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": {"loadBalancer": {"ingress": null}}}))).await?;
+        }
+    }
+    let finalizers: Vec<String> = svc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": svc.metadata.resource_version, "annotations": {ANN_LB_ID: null}}});
+    match svcs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
