@@ -17,13 +17,21 @@ pub const CONTROLLERS: &[&str] = &["cloud-node", "cloud-node-lifecycle", "servic
 pub const DISABLED_BY_DEFAULT: &[&str] = &["route"];
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "elemento-cloud-controller-manager", version, about = "Kubernetes cloud controller manager for Elemento")]
+#[command(
+    name = "elemento-cloud-controller-manager",
+    version,
+    about = "Kubernetes cloud controller manager for Elemento"
+)]
 pub struct Args {
     /// Path to a kubeconfig; in-cluster configuration when unset.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// The cloud-config YAML file (API endpoints, credentials file, cluster name, LB defaults).
-    #[arg(long, env = "ELEMENTO_CLOUD_CONFIG", default_value = "/etc/elemento/cloud-config.yaml")]
+    #[arg(
+        long,
+        env = "ELEMENTO_CLOUD_CONFIG",
+        default_value = "/etc/elemento/cloud-config.yaml"
+    )]
     pub cloud_config: PathBuf,
     /// Controllers to run: `*` (all enabled by default), `name`, `-name`, comma-separated.
     #[arg(long, default_value = "*")]
@@ -73,7 +81,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a duration such as 500ms, 15s, 5m, 1h"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration such as 500ms, 15s, 5m, 1h"))?;
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
@@ -93,13 +103,19 @@ pub fn select_controllers(spec: &str) -> Result<Vec<&'static str>, String> {
             None => (false, item),
         };
         if name == "*" && !neg {
-            on.extend(CONTROLLERS.iter().filter(|c| !DISABLED_BY_DEFAULT.contains(c)));
+            on.extend(
+                CONTROLLERS
+                    .iter()
+                    .filter(|c| !DISABLED_BY_DEFAULT.contains(c)),
+            );
             continue;
         }
-        let known = CONTROLLERS
-            .iter()
-            .find(|c| **c == name)
-            .ok_or_else(|| format!("--controllers: unknown controller {name:?}; known: *, {}", CONTROLLERS.join(", ")))?;
+        let known = CONTROLLERS.iter().find(|c| **c == name).ok_or_else(|| {
+            format!(
+                "--controllers: unknown controller {name:?}; known: *, {}",
+                CONTROLLERS.join(", ")
+            )
+        })?;
         if neg { off.push(known) } else { on.push(known) }
     }
     on.retain(|c| !off.contains(c));
@@ -140,16 +156,25 @@ impl Default for LoadBalancerConfig {
 
 impl CloudConfig {
     pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--cloud-config {}: {e}", path.display()))?;
-        let c: CloudConfig = serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("--cloud-config {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--cloud-config {}: {e}", path.display()))?;
+        let c: CloudConfig = serde_saphyr::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("--cloud-config {}: {e}", path.display()))?;
         Ok(c)
     }
 
     /// Checks fields whose type does not say everything.
     pub fn validate(&self) -> Result<(), String> {
         let n = &self.cluster_name;
-        if n.is_empty() || n.len() > 32 || !n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-            return Err(format!("clusterName {n:?}: 1-32 characters of a-z, 0-9 and '-' are required"));
+        if n.is_empty()
+            || n.len() > 32
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "clusterName {n:?}: 1-32 characters of a-z, 0-9 and '-' are required"
+            ));
         }
         if self.load_balancer.class.is_empty() {
             return Err("loadBalancer.class must not be empty".into());
@@ -164,10 +189,23 @@ mod tests {
 
     #[test]
     fn controller_selection() {
-        assert_eq!(select_controllers("*").unwrap(), ["cloud-node", "cloud-node-lifecycle", "service"]);
-        assert_eq!(select_controllers("*,-service").unwrap(), ["cloud-node", "cloud-node-lifecycle"]);
-        assert_eq!(select_controllers("service,route").unwrap(), ["route", "service"]);
-        assert!(select_controllers("*,nodes").unwrap_err().contains("known: *, cloud-node"));
+        assert_eq!(
+            select_controllers("*").unwrap(),
+            ["cloud-node", "cloud-node-lifecycle", "service"]
+        );
+        assert_eq!(
+            select_controllers("*,-service").unwrap(),
+            ["cloud-node", "cloud-node-lifecycle"]
+        );
+        assert_eq!(
+            select_controllers("service,route").unwrap(),
+            ["route", "service"]
+        );
+        assert!(
+            select_controllers("*,nodes")
+                .unwrap_err()
+                .contains("known: *, cloud-node")
+        );
     }
 
     #[test]
@@ -188,7 +226,10 @@ mod tests {
         assert!(c.validate().is_ok());
         assert!(!c.load_balancer.claim_unset_class);
         assert_eq!(c.load_balancer.class, "elemento.cloud/load-balancer");
-        let bad = CloudConfig { cluster_name: "Prod!".into(), ..c };
+        let bad = CloudConfig {
+            cluster_name: "Prod!".into(),
+            ..c
+        };
         assert!(bad.validate().unwrap_err().contains("clusterName"));
         assert!(serde_saphyr::from_str::<CloudConfig>("clustername: x\n").is_err());
     }

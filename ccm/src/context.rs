@@ -37,8 +37,20 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(kube: kube::Client, api: elemento_api::Client, metrics: Metrics, settings: Settings, instance: String) -> Self {
-        let recorder = Recorder::new(kube.clone(), Reporter { controller: REPORTER.into(), instance: Some(instance) });
+    pub fn new(
+        kube: kube::Client,
+        api: elemento_api::Client,
+        metrics: Metrics,
+        settings: Settings,
+        instance: String,
+    ) -> Self {
+        let recorder = Recorder::new(
+            kube.clone(),
+            Reporter {
+                controller: REPORTER.into(),
+                instance: Some(instance),
+            },
+        );
         Self {
             inventory: Inventory::new(api.clone()),
             kube,
@@ -51,9 +63,20 @@ impl Ctx {
     }
 
     /// Publishes an event; failing to do so is logged, never fatal.
-    pub async fn event(&self, obj: &k8s_openapi::api::core::v1::ObjectReference, warning: bool, reason: &str, action: &str, note: String) {
+    pub async fn event(
+        &self,
+        obj: &k8s_openapi::api::core::v1::ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.into(),
             note: Some(note),
             action: action.into(),
@@ -73,7 +96,10 @@ impl Ctx {
     }
 
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 }
 

@@ -44,7 +44,10 @@ impl Inventory {
     }
 
     fn cached(&self) -> Option<Arc<Snapshot>> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A listing at most `max_age` old, fetching one if needed (one fetch for all waiters).
@@ -60,14 +63,22 @@ impl Inventory {
         let started = Instant::now();
         let vms = self.client.list_vms().await?;
         let generation = self.cached().map_or(1, |s| s.generation + 1);
-        let snap = Arc::new(Snapshot { vms, taken: started, generation });
+        let snap = Arc::new(Snapshot {
+            vms,
+            taken: started,
+            generation,
+        });
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap.clone());
         Ok(snap)
     }
 
     /// The flavour templates; an API failure keeps the previous ones (or none: custom names).
     pub async fn templates(&self) -> Arc<Vec<Template>> {
-        let cached = self.templates.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let cached = self
+            .templates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some((t, at)) = &cached
             && at.elapsed() < TEMPLATE_TTL
         {
@@ -76,7 +87,8 @@ impl Inventory {
         match self.client.templates().await {
             Ok(t) => {
                 let t = Arc::new(t);
-                *self.templates.lock().unwrap_or_else(|p| p.into_inner()) = Some((t.clone(), Instant::now()));
+                *self.templates.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((t.clone(), Instant::now()));
                 t
             }
             Err(e) => {

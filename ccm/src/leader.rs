@@ -21,7 +21,12 @@ pub struct LeaderConfig {
 }
 
 /// Pure: may `me` take or keep the lease described by (holder, renewed `age` ago, duration)?
-pub fn can_acquire(holder: Option<&str>, age: Option<Duration>, lease_duration: Duration, me: &str) -> bool {
+pub fn can_acquire(
+    holder: Option<&str>,
+    age: Option<Duration>,
+    lease_duration: Duration,
+    me: &str,
+) -> bool {
     match (holder, age) {
         (None | Some(""), _) => true,
         (Some(h), _) if h == me => true,
@@ -30,7 +35,12 @@ pub fn can_acquire(holder: Option<&str>, age: Option<Duration>, lease_duration: 
     }
 }
 
-fn lease_body(cfg: &LeaderConfig, transitions: i32, acquire: Option<Timestamp>, rv: Option<String>) -> Lease {
+fn lease_body(
+    cfg: &LeaderConfig,
+    transitions: i32,
+    acquire: Option<Timestamp>,
+    rv: Option<String>,
+) -> Lease {
     let now = Timestamp::now();
     serde_json::from_value(json!({
         "metadata": {"name": cfg.name, "namespace": cfg.namespace, "resourceVersion": rv},
@@ -46,10 +56,16 @@ fn lease_body(cfg: &LeaderConfig, transitions: i32, acquire: Option<Timestamp>, 
 }
 
 /// One try to take or renew the lease. `Ok(true)` = we hold it now.
-pub async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaderConfig) -> Result<bool, kube::Error> {
+pub async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    cfg: &LeaderConfig,
+) -> Result<bool, kube::Error> {
     let existing = match api.get_opt(&cfg.name).await? {
         None => {
-            return match api.create(&PostParams::default(), &lease_body(cfg, 0, None, None)).await {
+            return match api
+                .create(&PostParams::default(), &lease_body(cfg, 0, None, None))
+                .await
+            {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
                 Err(e) => Err(e),
@@ -63,14 +79,25 @@ pub async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaderConfig) -> Resul
         let d = Timestamp::now().duration_since(t.0);
         Duration::try_from(d).ok()
     });
-    let duration = spec.lease_duration_seconds.map_or(cfg.lease_duration, |s| Duration::from_secs(s.max(0) as u64));
+    let duration = spec
+        .lease_duration_seconds
+        .map_or(cfg.lease_duration, |s| Duration::from_secs(s.max(0) as u64));
     if !can_acquire(holder, age, duration, &cfg.identity) {
         return Ok(false);
     }
     let ours = holder == Some(cfg.identity.as_str());
     let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
-    let acquire = if ours { spec.acquire_time.map(|t| t.0) } else { None };
-    let body = lease_body(cfg, transitions, acquire, existing.metadata.resource_version.clone());
+    let acquire = if ours {
+        spec.acquire_time.map(|t| t.0)
+    } else {
+        None
+    };
+    let body = lease_body(
+        cfg,
+        transitions,
+        acquire,
+        existing.metadata.resource_version.clone(),
+    );
     // replace with resourceVersion: a concurrent writer makes this fail with 409.
     match api.replace(&cfg.name, &PostParams::default(), &body).await {
         Ok(_) => {
@@ -124,8 +151,23 @@ mod tests {
     fn acquisition_rules() {
         let d = Duration::from_secs(15);
         assert!(can_acquire(None, None, d, "me"));
-        assert!(can_acquire(Some("me"), Some(Duration::from_secs(1)), d, "me"));
-        assert!(!can_acquire(Some("other"), Some(Duration::from_secs(1)), d, "me"));
-        assert!(can_acquire(Some("other"), Some(Duration::from_secs(16)), d, "me"));
+        assert!(can_acquire(
+            Some("me"),
+            Some(Duration::from_secs(1)),
+            d,
+            "me"
+        ));
+        assert!(!can_acquire(
+            Some("other"),
+            Some(Duration::from_secs(1)),
+            d,
+            "me"
+        ));
+        assert!(can_acquire(
+            Some("other"),
+            Some(Duration::from_secs(16)),
+            d,
+            "me"
+        ));
     }
 }

@@ -31,7 +31,9 @@ async fn main() {
     }
 }
 
-fn shutdown_signal(rx: &tokio::sync::watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+fn shutdown_signal(
+    rx: &tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
     let mut rx = rx.clone();
     async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -44,38 +46,62 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = &args.cluster_name {
         cloud.cluster_name = n.clone();
     }
-    cloud.validate().map_err(|e| anyhow::anyhow!("--cloud-config {}: {e}", args.cloud_config.display()))?;
+    cloud
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--cloud-config {}: {e}", args.cloud_config.display()))?;
 
     let mut registry = Registry::default();
     let api_metrics = ApiMetrics::register(&mut registry);
     let metrics = Metrics::register(&mut registry);
     let identity = args.leader_elect_identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "ccm".into());
-        format!("{}_{:08x}", host.trim(), std::process::id() ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())))
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "ccm".into());
+        format!(
+            "{}_{:08x}",
+            host.trim(),
+            std::process::id()
+                ^ (std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos()))
+        )
     });
-    let user_agent = format!("elemento-cloud-controller-manager/{} ({identity})", env!("CARGO_PKG_VERSION"));
+    let user_agent = format!(
+        "elemento-cloud-controller-manager/{} ({identity})",
+        env!("CARGO_PKG_VERSION")
+    );
     let client_cfg = cloud.api.client_config(&user_agent).context("api")?;
     let api = elemento_api::Client::with_observer(client_cfg, Some(Arc::new(api_metrics)))?;
     if let Some(path) = &cloud.api.credentials_file {
-        elemento_api::settings::watch_credentials(api.clone(), path.clone(), Duration::from_secs(10));
+        elemento_api::settings::watch_credentials(
+            api.clone(),
+            path.clone(),
+            Duration::from_secs(10),
+        );
     }
 
     let kube_cfg = match &args.kubeconfig {
         Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p).with_context(|| format!("--kubeconfig {}", p.display()))?;
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("--kubeconfig {}", p.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
         }
-        None => kube::Config::infer().await.context("no --kubeconfig and no in-cluster configuration")?,
+        None => kube::Config::infer()
+            .await
+            .context("no --kubeconfig and no in-cluster configuration")?,
     };
     let kube = kube::Client::try_from(kube_cfg)?;
 
     let health = Health::default();
-    let bound = elemento_telemetry::serve(args.metrics_bind_address, registry, health.clone()).await?;
+    let bound =
+        elemento_telemetry::serve(args.metrics_bind_address, registry, health.clone()).await?;
     info!(metrics = %bound, ?controllers, cluster = %cloud.cluster_name, "starting");
 
     let settings = Settings {
         cluster_name: cloud.cluster_name.clone(),
-        class: ClassPolicy { class: cloud.load_balancer.class.clone(), claim_unset: cloud.load_balancer.claim_unset_class },
+        class: ClassPolicy {
+            class: cloud.load_balancer.class.clone(),
+            claim_unset: cloud.load_balancer.claim_unset_class,
+        },
         lb_defaults: cloud.load_balancer.defaults.clone(),
         node_status_update_frequency: args.node_status_update_frequency,
         node_monitor_period: args.node_monitor_period,
@@ -83,12 +109,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         concurrent_node_syncs: args.concurrent_node_syncs.max(1),
         concurrent_service_syncs: args.concurrent_service_syncs.max(1),
     };
-    let ctx = Arc::new(Ctx::new(kube.clone(), api, metrics, settings, identity.clone()));
+    let ctx = Arc::new(Ctx::new(
+        kube.clone(),
+        api,
+        metrics,
+        settings,
+        identity.clone(),
+    ));
     health.set_ready(true);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut lost_lease: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(std::future::pending());
+    let mut lost_lease: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(std::future::pending());
     if args.leader_elect {
         let cfg = LeaderConfig {
             name: args.leader_elect_resource_name.clone(),
@@ -117,7 +150,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "cloud-node-lifecycle" => tasks.spawn(lifecycle::run(ctx, stop)),
             "service" => tasks.spawn(service::run(ctx, stop)),
             // Elemento's network routes are not documented; the name is reserved.
-            "route" => { info!("the route controller is not implemented yet (Elemento network routes are undocumented)"); continue; }
+            "route" => {
+                info!(
+                    "the route controller is not implemented yet (Elemento network routes are undocumented)"
+                );
+                continue;
+            }
             other => anyhow::bail!("controller {other} has no implementation"),
         };
     }
@@ -132,6 +170,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(r) = tasks.join_next() => error!(result = ?r.err(), "a controller stopped unexpectedly"),
     }
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     Ok(())
 }

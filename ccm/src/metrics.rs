@@ -34,8 +34,16 @@ impl Metrics {
             duration: Family::new_with_constructor(elemento_telemetry::latency_histogram),
             node_init: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
         };
-        r.register("ccm_reconcile", "Reconciles by controller and result (ok, error)", m.reconciles.clone());
-        r.register("ccm_reconcile_duration_seconds", "Reconcile duration by controller", m.duration.clone());
+        r.register(
+            "ccm_reconcile",
+            "Reconciles by controller and result (ok, error)",
+            m.reconciles.clone(),
+        );
+        r.register(
+            "ccm_reconcile_duration_seconds",
+            "Reconcile duration by controller",
+            m.duration.clone(),
+        );
         r.register(
             "ccm_node_initialization_seconds",
             "Time from a Node's creation to the removal of its uninitialized taint",
@@ -47,10 +55,15 @@ impl Metrics {
     pub fn reconciled(&self, controller: &str, ok: bool, took: Duration) {
         let result = if ok { "ok" } else { "error" };
         self.reconciles
-            .get_or_create(&ReconcileLabels { controller: controller.into(), result: result.into() })
+            .get_or_create(&ReconcileLabels {
+                controller: controller.into(),
+                result: result.into(),
+            })
             .inc();
         self.duration
-            .get_or_create(&ControllerLabel { controller: controller.into() })
+            .get_or_create(&ControllerLabel {
+                controller: controller.into(),
+            })
             .observe(took.as_secs_f64());
     }
 }

@@ -35,7 +35,9 @@ pub fn parse(provider_id: Option<&str>) -> ProviderId {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 #[cfg(test)]
@@ -46,12 +48,27 @@ mod tests {
     fn parses_our_forms_and_refuses_others() {
         assert_eq!(parse(None), ProviderId::Unset);
         assert_eq!(parse(Some("")), ProviderId::Unset);
-        assert_eq!(parse(Some("elemento://abc-1")), ProviderId::Elemento("abc-1".into()));
-        assert_eq!(parse(Some("elemento:///abc")), ProviderId::Elemento("abc".into()));
-        assert_eq!(parse(Some("elemento://ovh/abc")), ProviderId::Elemento("abc".into()));
-        assert!(matches!(parse(Some("hcloud://123")), ProviderId::Foreign(_)));
+        assert_eq!(
+            parse(Some("elemento://abc-1")),
+            ProviderId::Elemento("abc-1".into())
+        );
+        assert_eq!(
+            parse(Some("elemento:///abc")),
+            ProviderId::Elemento("abc".into())
+        );
+        assert_eq!(
+            parse(Some("elemento://ovh/abc")),
+            ProviderId::Elemento("abc".into())
+        );
+        assert!(matches!(
+            parse(Some("hcloud://123")),
+            ProviderId::Foreign(_)
+        ));
         assert!(matches!(parse(Some("elemento://")), ProviderId::Foreign(_)));
-        assert!(matches!(parse(Some("elemento://a b")), ProviderId::Foreign(_)));
+        assert!(matches!(
+            parse(Some("elemento://a b")),
+            ProviderId::Foreign(_)
+        ));
         assert_eq!(format("x"), "elemento://x");
     }
 }

@@ -13,12 +13,7 @@ async fn sa_token(client: &kube::Client, ns: &str, name: &str) -> String {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     sas.create(&PostParams::default(), &sa).await.unwrap();
-    let req = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}});
-    let tr: serde_json::Value = sas
-        .create_subresource("token", name, &PostParams::default(), &req)
-        .await
-        .unwrap();
-    tr["status"]["token"].as_str().expect("token").to_string()
+    elemento_e2e::service_account_token(client, ns, name).await
 }
 
 #[tokio::test]

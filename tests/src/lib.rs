@@ -19,6 +19,7 @@ use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 
+pub mod ccm;
 pub mod sim;
 
 /// The running test control plane.
@@ -332,4 +333,27 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// A token for ServiceAccount `ns/name` (TokenRequest, one hour).
+pub async fn service_account_token(client: &kube::Client, ns: &str, name: &str) -> String {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let req = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}});
+    let tr: serde_json::Value = sas
+        .create_subresource("token", name, &PostParams::default(), &req)
+        .await
+        .expect("TokenRequest");
+    tr["status"]["token"]
+        .as_str()
+        .expect("token in TokenRequest status")
+        .to_string()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }

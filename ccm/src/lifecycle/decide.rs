@@ -29,7 +29,10 @@ pub enum Decision {
     Nothing,
     DeleteNode,
     /// Replace the taints (and set or clear the shut-off-since annotation).
-    SetTaints { taints: Vec<Value>, shut_off_since: Option<Option<String>> },
+    SetTaints {
+        taints: Vec<Value>,
+        shut_off_since: Option<Option<String>>,
+    },
 }
 
 fn shutdown_taint() -> Value {
@@ -41,7 +44,8 @@ fn oos_taint() -> Value {
 }
 
 fn ours(t: &Value) -> bool {
-    t["key"] == SHUTDOWN_TAINT || (t["key"] == OUT_OF_SERVICE_TAINT && t["value"] == OUT_OF_SERVICE_VALUE)
+    t["key"] == SHUTDOWN_TAINT
+        || (t["key"] == OUT_OF_SERVICE_TAINT && t["value"] == OUT_OF_SERVICE_VALUE)
 }
 
 /// `off_for`: how long the VM has been seen shut off (from the annotation); `now` formats a new
@@ -55,11 +59,17 @@ pub fn decide(
     now: &str,
 ) -> Decision {
     let has_shutdown = node.has_taint(SHUTDOWN_TAINT);
-    let has_oos = node.taints.iter().any(|t| t["key"] == OUT_OF_SERVICE_TAINT && t["value"] == OUT_OF_SERVICE_VALUE);
+    let has_oos = node
+        .taints
+        .iter()
+        .any(|t| t["key"] == OUT_OF_SERVICE_TAINT && t["value"] == OUT_OF_SERVICE_VALUE);
     let others: Vec<Value> = node.taints.iter().filter(|t| !ours(t)).cloned().collect();
     let clear = |has: bool| {
         if has || has_oos {
-            Decision::SetTaints { taints: others.clone(), shut_off_since: Some(None) }
+            Decision::SetTaints {
+                taints: others.clone(),
+                shut_off_since: Some(None),
+            }
         } else {
             Decision::Nothing
         }
@@ -72,7 +82,8 @@ pub fn decide(
         VmState::Running => clear(has_shutdown),
         VmState::Other => Decision::Nothing,
         VmState::ShutOff => {
-            let want_oos = matches!((out_of_service_after, off_for), (Some(after), Some(off)) if off >= after);
+            let want_oos =
+                matches!((out_of_service_after, off_for), (Some(after), Some(off)) if off >= after);
             if has_shutdown && want_oos == has_oos {
                 return Decision::Nothing;
             }
@@ -81,8 +92,15 @@ pub fn decide(
             if want_oos {
                 taints.push(oos_taint());
             }
-            let since = if off_for.is_none() { Some(Some(now.to_string())) } else { None };
-            Decision::SetTaints { taints, shut_off_since: since }
+            let since = if off_for.is_none() {
+                Some(Some(now.to_string()))
+            } else {
+                None
+            };
+            Decision::SetTaints {
+                taints,
+                shut_off_since: since,
+            }
         }
     }
 }
@@ -101,39 +119,114 @@ mod tests {
     use super::*;
 
     fn node(taints: Vec<Value>) -> NodeFacts {
-        NodeFacts { name: "n".into(), taints, ..Default::default() }
+        NodeFacts {
+            name: "n".into(),
+            taints,
+            ..Default::default()
+        }
     }
     const NOW: &str = "2026-01-01T00:00:00Z";
 
     #[test]
     fn gone_deletes_only_when_not_ready() {
-        assert_eq!(decide(&node(vec![]), false, VmState::Gone, None, None, NOW), Decision::DeleteNode);
-        assert_eq!(decide(&node(vec![]), true, VmState::Gone, None, None, NOW), Decision::Nothing);
+        assert_eq!(
+            decide(&node(vec![]), false, VmState::Gone, None, None, NOW),
+            Decision::DeleteNode
+        );
+        assert_eq!(
+            decide(&node(vec![]), true, VmState::Gone, None, None, NOW),
+            Decision::Nothing
+        );
     }
 
     #[test]
     fn shut_off_taints_and_running_untaints() {
         let keep = json!({"key": "user", "effect": "NoSchedule"});
-        let d = decide(&node(vec![keep.clone()]), false, VmState::ShutOff, None, None, NOW);
-        assert_eq!(d, Decision::SetTaints { taints: vec![keep.clone(), shutdown_taint()], shut_off_since: Some(Some(NOW.into())) });
+        let d = decide(
+            &node(vec![keep.clone()]),
+            false,
+            VmState::ShutOff,
+            None,
+            None,
+            NOW,
+        );
+        assert_eq!(
+            d,
+            Decision::SetTaints {
+                taints: vec![keep.clone(), shutdown_taint()],
+                shut_off_since: Some(Some(NOW.into()))
+            }
+        );
         let tainted = node(vec![keep.clone(), shutdown_taint()]);
-        assert_eq!(decide(&tainted, false, VmState::ShutOff, Some(Duration::from_secs(5)), None, NOW), Decision::Nothing);
-        assert_eq!(decide(&tainted, false, VmState::Running, None, None, NOW), Decision::SetTaints { taints: vec![keep.clone()], shut_off_since: Some(None) });
-        assert_eq!(decide(&tainted, true, VmState::Other, None, None, NOW), Decision::SetTaints { taints: vec![keep], shut_off_since: Some(None) });
-        assert_eq!(decide(&tainted, false, VmState::Other, None, None, NOW), Decision::Nothing);
+        assert_eq!(
+            decide(
+                &tainted,
+                false,
+                VmState::ShutOff,
+                Some(Duration::from_secs(5)),
+                None,
+                NOW
+            ),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(&tainted, false, VmState::Running, None, None, NOW),
+            Decision::SetTaints {
+                taints: vec![keep.clone()],
+                shut_off_since: Some(None)
+            }
+        );
+        assert_eq!(
+            decide(&tainted, true, VmState::Other, None, None, NOW),
+            Decision::SetTaints {
+                taints: vec![keep],
+                shut_off_since: Some(None)
+            }
+        );
+        assert_eq!(
+            decide(&tainted, false, VmState::Other, None, None, NOW),
+            Decision::Nothing
+        );
     }
 
     #[test]
     fn out_of_service_after_the_delay_and_never_removes_an_operators_taint() {
         let after = Some(Duration::from_secs(60));
         let tainted = node(vec![shutdown_taint()]);
-        assert_eq!(decide(&tainted, false, VmState::ShutOff, Some(Duration::from_secs(30)), after, NOW), Decision::Nothing);
         assert_eq!(
-            decide(&tainted, false, VmState::ShutOff, Some(Duration::from_secs(61)), after, NOW),
-            Decision::SetTaints { taints: vec![shutdown_taint(), oos_taint()], shut_off_since: None }
+            decide(
+                &tainted,
+                false,
+                VmState::ShutOff,
+                Some(Duration::from_secs(30)),
+                after,
+                NOW
+            ),
+            Decision::Nothing
         );
-        let operators = json!({"key": OUT_OF_SERVICE_TAINT, "value": "nodeshutdown", "effect": "NoExecute"});
+        assert_eq!(
+            decide(
+                &tainted,
+                false,
+                VmState::ShutOff,
+                Some(Duration::from_secs(61)),
+                after,
+                NOW
+            ),
+            Decision::SetTaints {
+                taints: vec![shutdown_taint(), oos_taint()],
+                shut_off_since: None
+            }
+        );
+        let operators =
+            json!({"key": OUT_OF_SERVICE_TAINT, "value": "nodeshutdown", "effect": "NoExecute"});
         let n = node(vec![operators.clone(), shutdown_taint(), oos_taint()]);
-        assert_eq!(decide(&n, false, VmState::Running, None, after, NOW), Decision::SetTaints { taints: vec![operators], shut_off_since: Some(None) });
+        assert_eq!(
+            decide(&n, false, VmState::Running, None, after, NOW),
+            Decision::SetTaints {
+                taints: vec![operators],
+                shut_off_since: Some(None)
+            }
+        );
     }
 }

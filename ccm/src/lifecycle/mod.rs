@@ -29,7 +29,10 @@ const GONE_CONFIRMATION: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct Missing(Mutex<HashMap<String, (u64, Instant)>>);
 
-pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let api: Api<Node> = Api::all(ctx.kube.clone());
     let state = Arc::new((ctx, Missing::default()));
     Controller::new(api, watcher::Config::default())
@@ -52,7 +55,8 @@ async fn reconcile(node: Arc<Node>, state: State) -> Result<Action, Error> {
     let (ctx, missing) = (&state.0, &state.1);
     let started = Instant::now();
     let result = reconcile_inner(&node, ctx, missing).await;
-    ctx.metrics.reconciled(NAME, result.is_ok(), started.elapsed());
+    ctx.metrics
+        .reconciled(NAME, result.is_ok(), started.elapsed());
     if result.is_ok() {
         ctx.succeeded(&format!("{NAME}/{}", node.name_any()));
     }
@@ -60,7 +64,9 @@ async fn reconcile(node: Arc<Node>, state: State) -> Result<Action, Error> {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Action, Error> {
@@ -70,7 +76,8 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
         return Ok(Action::await_change());
     };
     let ready = decide::is_ready(node);
-    let ours = facts.has_taint(decide::SHUTDOWN_TAINT) || facts.has_taint(decide::OUT_OF_SERVICE_TAINT);
+    let ours =
+        facts.has_taint(decide::SHUTDOWN_TAINT) || facts.has_taint(decide::OUT_OF_SERVICE_TAINT);
     if ready && !ours {
         return Ok(Action::await_change()); // the common case costs no API call
     }
@@ -78,7 +85,11 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
     let snap = ctx.inventory.vms(period).await?;
     let vm_state = match snap.by_id(&id) {
         Some(vm) => {
-            missing.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            missing
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             match vm.power {
                 elemento_api::types::PowerState::Running => VmState::Running,
                 elemento_api::types::PowerState::ShutOff => VmState::ShutOff,
@@ -88,7 +99,12 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
         // An empty listing is more likely a broken answer than a cloud with no VMs at all.
         None if snap.vms.is_empty() => VmState::Other,
         None => {
-            let first = *missing.0.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_insert((snap.generation, Instant::now()));
+            let first = *missing
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(id.clone())
+                .or_insert((snap.generation, Instant::now()));
             if snap.generation > first.0 && first.1.elapsed() >= GONE_CONFIRMATION {
                 VmState::Gone
             } else {
@@ -102,26 +118,50 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
         .get(ANN_SHUT_OFF_SINCE)
         .and_then(|s| s.parse::<u64>().ok())
         .map(|since| Duration::from_secs(now_secs().saturating_sub(since)));
-    let decision = decide::decide(&facts, ready, vm_state, off_for, ctx.settings.out_of_service_after, &now_secs().to_string());
+    let decision = decide::decide(
+        &facts,
+        ready,
+        vm_state,
+        off_for,
+        ctx.settings.out_of_service_after,
+        &now_secs().to_string(),
+    );
     let api: Api<Node> = Api::all(ctx.kube.clone());
     match decision {
         Decision::Nothing => {}
         Decision::DeleteNode => {
             let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: node.metadata.uid.clone(), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: node.metadata.uid.clone(),
+                    resource_version: None,
+                }),
                 ..Default::default()
             };
             info!(vm = %id, "VM no longer exists: deleting the Node");
-            ctx.event(&node.object_ref(&()), false, "DeletingNode", "DeleteNode", format!("Elemento VM {id} no longer exists")).await;
+            ctx.event(
+                &node.object_ref(&()),
+                false,
+                "DeletingNode",
+                "DeleteNode",
+                format!("Elemento VM {id} no longer exists"),
+            )
+            .await;
             match api.delete(&facts.name, &dp).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                 Err(e) => return Err(e.into()),
             }
-            missing.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            missing
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             return Ok(Action::await_change());
         }
-        Decision::SetTaints { taints, shut_off_since } => {
+        Decision::SetTaints {
+            taints,
+            shut_off_since,
+        } => {
             let mut patch = json!({
                 "metadata": {"resourceVersion": node.metadata.resource_version},
                 "spec": {"taints": taints},
@@ -129,9 +169,14 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
             if let Some(since) = shut_off_since {
                 patch["metadata"]["annotations"] = json!({ ANN_SHUT_OFF_SINCE: since });
             }
-            api.patch(&facts.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            api.patch(&facts.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
             info!(vm = %id, ?vm_state, "updated node taints");
         }
     }
-    Ok(if ready { Action::await_change() } else { Action::requeue(period) })
+    Ok(if ready {
+        Action::await_change()
+    } else {
+        Action::requeue(period)
+    })
 }

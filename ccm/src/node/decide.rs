@@ -85,7 +85,10 @@ pub fn find_vm<'a>(node: &NodeFacts, vms: &'a [Vm]) -> VmMatch<'a> {
         ProviderId::Elemento(id) => {
             return match vms.iter().find(|v| v.id == id) {
                 Some(v) => VmMatch::ByProviderId(v),
-                None => VmMatch::NotFound(format!("providerID {} (no VM with id {id})", provider_id::format(&id))),
+                None => VmMatch::NotFound(format!(
+                    "providerID {} (no VM with id {id})",
+                    provider_id::format(&id)
+                )),
             };
         }
         ProviderId::Unset => tried.push("providerID (unset)".to_string()),
@@ -99,7 +102,10 @@ pub fn find_vm<'a>(node: &NodeFacts, vms: &'a [Vm]) -> VmMatch<'a> {
                 "{} VMs are named {:?}: {}",
                 many.len(),
                 node.name,
-                many.iter().map(|v| v.id.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|v| v.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
@@ -114,7 +120,10 @@ pub fn find_vm<'a>(node: &NodeFacts, vms: &'a [Vm]) -> VmMatch<'a> {
             many => return VmMatch::Ambiguous(format!("{} VMs have the address {ip}", many.len())),
         }
     }
-    VmMatch::NotFound(format!("no Elemento VM matches: tried {}", tried.join(", ")))
+    VmMatch::NotFound(format!(
+        "no Elemento VM matches: tried {}",
+        tried.join(", ")
+    ))
 }
 
 /// Template RAM tolerance: status RAM is reported in GB and may be decimal or binary.
@@ -133,7 +142,11 @@ pub fn instance_type(vm: &Vm, templates: &[Template]) -> String {
     if let Some(t) = templates.iter().find(|t| matches(t)) {
         return label_value(&t.name.to_ascii_lowercase().replace(' ', ""));
     }
-    let gpu = if vm.gpus > 0 { format!("-{}gpu", vm.gpus) } else { String::new() };
+    let gpu = if vm.gpus > 0 {
+        format!("-{}gpu", vm.gpus)
+    } else {
+        String::new()
+    };
     format!("custom-{}cpu-{}mib{gpu}", vm.slots, vm.ram_mib)
 }
 
@@ -159,10 +172,18 @@ pub fn topology(vm: &Vm) -> (String, Option<String>) {
 pub fn label_value(s: &str) -> String {
     let cleaned: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
-    cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+    cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
 }
 
 fn is_public(ip: Ipv4Addr) -> bool {
@@ -191,7 +212,12 @@ pub fn addresses(node_name: &str, vm: &Vm) -> Vec<(String, String)> {
 }
 
 pub fn addresses_json(addrs: &[(String, String)]) -> Value {
-    Value::Array(addrs.iter().map(|(t, a)| json!({"type": t, "address": a})).collect())
+    Value::Array(
+        addrs
+            .iter()
+            .map(|(t, a)| json!({"type": t, "address": a}))
+            .collect(),
+    )
 }
 
 /// The labels a VM gives its Node.
@@ -221,7 +247,12 @@ pub struct InitPatch {
     pub main: Value,
 }
 
-pub fn init_patch(node: &NodeFacts, vm: &Vm, templates: &[Template], resource_version: Option<&str>) -> InitPatch {
+pub fn init_patch(
+    node: &NodeFacts,
+    vm: &Vm,
+    templates: &[Template],
+    resource_version: Option<&str>,
+) -> InitPatch {
     let taints: Vec<Value> = node
         .taints
         .iter()
@@ -274,10 +305,21 @@ mod tests {
     }
 
     fn templates() -> Vec<Template> {
-        [("Helium", 1, 512, 0), ("Neon", 2, 2048, 0), ("Argon", 4, 4096, 1), ("Argon 2", 4, 4096, 2), ("Kripton", 8, 8192, 1)]
-            .into_iter()
-            .map(|(n, s, r, g)| Template { name: n.into(), slots: s, ram_mib: r, gpus: g })
-            .collect()
+        [
+            ("Helium", 1, 512, 0),
+            ("Neon", 2, 2048, 0),
+            ("Argon", 4, 4096, 1),
+            ("Argon 2", 4, 4096, 2),
+            ("Kripton", 8, 8192, 1),
+        ]
+        .into_iter()
+        .map(|(n, s, r, g)| Template {
+            name: n.into(),
+            slots: s,
+            ram_mib: r,
+            gpus: g,
+        })
+        .collect()
     }
 
     fn node(name: &str, pid: Option<&str>, ips: &[&str]) -> NodeFacts {
@@ -285,7 +327,10 @@ mod tests {
             name: name.into(),
             provider_id: pid.map(String::from),
             internal_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
-            taints: vec![json!({"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}), json!({"key": "other", "effect": "NoExecute"})],
+            taints: vec![
+                json!({"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}),
+                json!({"key": "other", "effect": "NoExecute"}),
+            ],
             ..Default::default()
         }
     }
@@ -293,18 +338,39 @@ mod tests {
     #[test]
     fn matches_by_provider_id_then_name_then_ip() {
         let vms = vec![vm("id-1", "n1", "10.0.0.1"), vm("id-2", "n2", "10.0.0.2")];
-        assert_eq!(find_vm(&node("x", Some("elemento://id-2"), &[]), &vms), VmMatch::ByProviderId(&vms[1]));
-        assert_eq!(find_vm(&node("n1", None, &[]), &vms), VmMatch::ByName(&vms[0]));
-        assert_eq!(find_vm(&node("x", None, &["10.0.0.2"]), &vms), VmMatch::ByInternalIp(&vms[1]));
-        assert!(matches!(find_vm(&node("x", Some("aws:///i-1"), &[]), &vms), VmMatch::Foreign(_)));
+        assert_eq!(
+            find_vm(&node("x", Some("elemento://id-2"), &[]), &vms),
+            VmMatch::ByProviderId(&vms[1])
+        );
+        assert_eq!(
+            find_vm(&node("n1", None, &[]), &vms),
+            VmMatch::ByName(&vms[0])
+        );
+        assert_eq!(
+            find_vm(&node("x", None, &["10.0.0.2"]), &vms),
+            VmMatch::ByInternalIp(&vms[1])
+        );
+        assert!(matches!(
+            find_vm(&node("x", Some("aws:///i-1"), &[]), &vms),
+            VmMatch::Foreign(_)
+        ));
         match find_vm(&node("x", None, &["10.9.9.9"]), &vms) {
-            VmMatch::NotFound(why) => assert!(why.contains("VM name \"x\"") && why.contains("10.9.9.9"), "{why}"),
+            VmMatch::NotFound(why) => assert!(
+                why.contains("VM name \"x\"") && why.contains("10.9.9.9"),
+                "{why}"
+            ),
             other => panic!("{other:?}"),
         }
         // A providerID naming a missing VM does not fall back to name matching.
-        assert!(matches!(find_vm(&node("n1", Some("elemento://gone"), &[]), &vms), VmMatch::NotFound(_)));
+        assert!(matches!(
+            find_vm(&node("n1", Some("elemento://gone"), &[]), &vms),
+            VmMatch::NotFound(_)
+        ));
         let dup = vec![vm("a", "same", "10.0.0.1"), vm("b", "same", "10.0.0.2")];
-        assert!(matches!(find_vm(&node("same", None, &[]), &dup), VmMatch::Ambiguous(_)));
+        assert!(matches!(
+            find_vm(&node("same", None, &[]), &dup),
+            VmMatch::Ambiguous(_)
+        ));
     }
 
     #[test]
@@ -326,11 +392,20 @@ mod tests {
     #[test]
     fn topology_from_provider_and_server() {
         let mut v = vm("i", "n", "10.0.0.1");
-        assert_eq!(topology(&v), ("atomos".into(), Some("atomos-1.local".into())));
+        assert_eq!(
+            topology(&v),
+            ("atomos".into(), Some("atomos-1.local".into()))
+        );
         v.provider = Some("ovh".into());
         v.region = Some("eu-west-par".into());
         v.server_url = Some("https://ovh.meson.elemento.cloud:7777/api".into());
-        assert_eq!(topology(&v), ("ovh-eu-west-par".into(), Some("ovh.meson.elemento.cloud".into())));
+        assert_eq!(
+            topology(&v),
+            (
+                "ovh-eu-west-par".into(),
+                Some("ovh.meson.elemento.cloud".into())
+            )
+        );
         v.server_url = None;
         assert_eq!(topology(&v).1, None);
         assert_eq!(label_value("--a b/c--"), "a-b-c");
@@ -339,10 +414,20 @@ mod tests {
 
     #[test]
     fn addresses_mark_public_ips_external() {
-        assert_eq!(addresses("n", &vm("i", "n", "10.0.0.1")), vec![("InternalIP".into(), "10.0.0.1".into()), ("Hostname".into(), "n".into())]);
+        assert_eq!(
+            addresses("n", &vm("i", "n", "10.0.0.1")),
+            vec![
+                ("InternalIP".into(), "10.0.0.1".into()),
+                ("Hostname".into(), "n".into())
+            ]
+        );
         let a = addresses("n", &vm("i", "n", "51.15.1.2"));
         assert!(a.contains(&("ExternalIP".into(), "51.15.1.2".into())));
-        assert_eq!(addresses("n", &vm("i", "n", "100.64.1.1")).len(), 2, "CGNAT is not external");
+        assert_eq!(
+            addresses("n", &vm("i", "n", "100.64.1.1")).len(),
+            2,
+            "CGNAT is not external"
+        );
     }
 
     #[test]
@@ -355,8 +440,14 @@ mod tests {
         assert_eq!(p.main["metadata"]["labels"][LABEL_INSTANCE_TYPE], "neon");
         assert_eq!(p.main["metadata"]["labels"][LABEL_REGION], "atomos");
         assert_eq!(p.main["metadata"]["labels"][LABEL_PROVIDER], "atomos");
-        assert_eq!(p.main["spec"]["taints"], json!([{"key": "other", "effect": "NoExecute"}]));
-        assert_eq!(p.status["status"]["addresses"][0], json!({"type": "InternalIP", "address": "10.0.0.1"}));
+        assert_eq!(
+            p.main["spec"]["taints"],
+            json!([{"key": "other", "effect": "NoExecute"}])
+        );
+        assert_eq!(
+            p.status["status"]["addresses"][0],
+            json!({"type": "InternalIP", "address": "10.0.0.1"})
+        );
     }
 
     #[test]

@@ -24,7 +24,10 @@ const INIT_MAX_AGE: Duration = Duration::from_secs(5);
 /// …and one this recent when its VM is not in the older one (it may have just been created).
 const INIT_FRESH: Duration = Duration::from_secs(1);
 
-pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let api: Api<Node> = Api::all(ctx.kube.clone());
     Controller::new(api, watcher::Config::default())
         .with_config(Config::default().concurrency(ctx.settings.concurrent_node_syncs))
@@ -44,7 +47,8 @@ fn error_policy(node: Arc<Node>, err: &Error, ctx: Arc<Ctx>) -> Action {
 async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&node, &ctx).await;
-    ctx.metrics.reconciled(NAME, result.is_ok(), started.elapsed());
+    ctx.metrics
+        .reconciled(NAME, result.is_ok(), started.elapsed());
     if result.is_ok() {
         ctx.succeeded(&format!("{NAME}/{}", node.name_any()));
     }
@@ -57,8 +61,13 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx) -> Result<Action, Error> {
         return refresh_addresses(node, &facts, ctx).await;
     }
     let mut snap = ctx.inventory.vms(INIT_MAX_AGE).await?;
-    if !matches!(decide::find_vm(&facts, &snap.vms), VmMatch::ByProviderId(_) | VmMatch::ByName(_) | VmMatch::ByInternalIp(_) | VmMatch::Foreign(_))
-        && snap.taken.elapsed() > INIT_FRESH
+    if !matches!(
+        decide::find_vm(&facts, &snap.vms),
+        VmMatch::ByProviderId(_)
+            | VmMatch::ByName(_)
+            | VmMatch::ByInternalIp(_)
+            | VmMatch::Foreign(_)
+    ) && snap.taken.elapsed() > INIT_FRESH
     {
         snap = ctx.inventory.vms(INIT_FRESH).await?;
     }
@@ -69,17 +78,32 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
         VmMatch::NotFound(why) | VmMatch::Ambiguous(why) => {
-            let note = format!("{why}; the Node keeps the {UNINITIALIZED_TAINT} taint and is retried");
-            ctx.event(&node.object_ref(&()), true, "ElementoVMNotFound", "InitializeNode", note.clone()).await;
+            let note =
+                format!("{why}; the Node keeps the {UNINITIALIZED_TAINT} taint and is retried");
+            ctx.event(
+                &node.object_ref(&()),
+                true,
+                "ElementoVMNotFound",
+                "InitializeNode",
+                note.clone(),
+            )
+            .await;
             return Err(Error::Retry(note));
         }
     };
     let templates = ctx.inventory.templates().await;
-    let patch = decide::init_patch(&facts, &vm, &templates, node.metadata.resource_version.as_deref());
+    let patch = decide::init_patch(
+        &facts,
+        &vm,
+        &templates,
+        node.metadata.resource_version.as_deref(),
+    );
     let api: Api<Node> = Api::all(ctx.kube.clone());
     let pp = PatchParams::default();
-    api.patch_status(&facts.name, &pp, &Patch::Merge(&patch.status)).await?;
-    api.patch(&facts.name, &pp, &Patch::Merge(&patch.main)).await?;
+    api.patch_status(&facts.name, &pp, &Patch::Merge(&patch.status))
+        .await?;
+    api.patch(&facts.name, &pp, &Patch::Merge(&patch.main))
+        .await?;
     if let Some(created) = &node.metadata.creation_timestamp {
         let age = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
         if let Ok(d) = Duration::try_from(age) {
@@ -101,7 +125,12 @@ async fn refresh_addresses(node: &Node, facts: &NodeFacts, ctx: &Ctx) -> Result<
         && let Some(status) = decide::address_refresh(facts, vm)
     {
         let api: Api<Node> = Api::all(ctx.kube.clone());
-        api.patch_status(&node.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
+        api.patch_status(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?;
         info!(vm = %id, "updated node addresses");
     }
     Ok(Action::requeue(every))

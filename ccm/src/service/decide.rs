@@ -46,7 +46,11 @@ pub struct AnnotationError {
 
 impl fmt::Display for AnnotationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "annotation {}: {:?} is not valid; accepted: {}", self.annotation, self.value, self.accepted)
+        write!(
+            f,
+            "annotation {}: {:?} is not valid; accepted: {}",
+            self.annotation, self.value, self.accepted
+        )
     }
 }
 
@@ -66,7 +70,12 @@ impl NodeSelector {
     pub fn parse(s: &str) -> Option<Self> {
         let mut reqs = vec![];
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let valid = |k: &str| !k.is_empty() && k.len() <= 317 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+            let valid = |k: &str| {
+                !k.is_empty()
+                    && k.len() <= 317
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            };
             let r = if let Some((k, v)) = part.split_once("!=") {
                 Requirement::NotEquals(k.trim().into(), v.trim().into())
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
@@ -77,7 +86,10 @@ impl NodeSelector {
                 Requirement::Exists(part.into())
             };
             let key = match &r {
-                Requirement::Equals(k, _) | Requirement::NotEquals(k, _) | Requirement::Exists(k) | Requirement::NotExists(k) => k,
+                Requirement::Equals(k, _)
+                | Requirement::NotEquals(k, _)
+                | Requirement::Exists(k)
+                | Requirement::NotExists(k) => k,
             };
             if !valid(key) {
                 return None;
@@ -116,7 +128,10 @@ pub struct LbOptions {
 
 /// Every annotation the CCM reads, with what it accepts (also the docs' list).
 pub const ANNOTATIONS: &[(&str, &str)] = &[
-    ("name", "a load-balancer name: 1-63 characters of a-z, 0-9 and '-'"),
+    (
+        "name",
+        "a load-balancer name: 1-63 characters of a-z, 0-9 and '-'",
+    ),
     ("algorithm", "round_robin, least_connections, source_ip"),
     ("health-check-protocol", "tcp, http"),
     ("health-check-port", "a port number 1-65535"),
@@ -125,29 +140,47 @@ pub const ANNOTATIONS: &[(&str, &str)] = &[
     ("health-check-timeout", "seconds, 1-300"),
     ("health-check-retries", "1-10"),
     ("proxy-protocol", "true, false"),
-    ("node-selector", "a label selector: key=value, key!=value, key, !key, comma-separated"),
+    (
+        "node-selector",
+        "a label selector: key=value, key!=value, key, !key, comma-separated",
+    ),
     ("hostname", "a DNS name"),
     ("internal", "true, false"),
 ];
 
 fn accepted(key: &str) -> &'static str {
-    ANNOTATIONS.iter().find(|(k, _)| *k == key).map(|(_, a)| *a).unwrap_or("")
+    ANNOTATIONS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, a)| *a)
+        .unwrap_or("")
 }
 
 fn is_dns_name(s: &str) -> bool {
     s.len() <= 253
         && s.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
 
 fn is_lb_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !s.starts_with('-')
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
 }
 
 /// Parses every `load-balancer.elemento.cloud/*` annotation; all errors are reported at once,
 /// including unknown keys under the prefix (typos).
-pub fn parse_annotations(ann: &BTreeMap<String, String>, d: &LbDefaults) -> Result<LbOptions, Vec<AnnotationError>> {
+pub fn parse_annotations(
+    ann: &BTreeMap<String, String>,
+    d: &LbDefaults,
+) -> Result<LbOptions, Vec<AnnotationError>> {
     let mut o = LbOptions {
         name: None,
         algorithm: d.algorithm,
@@ -164,10 +197,16 @@ pub fn parse_annotations(ann: &BTreeMap<String, String>, d: &LbDefaults) -> Resu
     };
     let mut errors = vec![];
     for (full, value) in ann {
-        let Some(key) = full.strip_prefix(ANN_PREFIX) else { continue };
+        let Some(key) = full.strip_prefix(ANN_PREFIX) else {
+            continue;
+        };
         let v = value.trim();
         let bad = |errors: &mut Vec<AnnotationError>, accepted: String| {
-            errors.push(AnnotationError { annotation: full.clone(), value: value.clone(), accepted })
+            errors.push(AnnotationError {
+                annotation: full.clone(),
+                value: value.clone(),
+                accepted,
+            })
         };
         let num = |lo: u32, hi: u32| v.parse::<u32>().ok().filter(|n| (lo..=hi).contains(n));
         let boolean = || match v {
@@ -176,7 +215,9 @@ pub fn parse_annotations(ann: &BTreeMap<String, String>, d: &LbDefaults) -> Resu
             _ => None,
         };
         let ok = match key {
-            "name" => is_lb_name(v).then(|| o.name = Some(v.to_string())).is_some(),
+            "name" => is_lb_name(v)
+                .then(|| o.name = Some(v.to_string()))
+                .is_some(),
             "algorithm" => match v {
                 "round_robin" => Some(LbAlgorithm::RoundRobin),
                 "least_connections" => Some(LbAlgorithm::LeastConnections),
@@ -192,20 +233,34 @@ pub fn parse_annotations(ann: &BTreeMap<String, String>, d: &LbDefaults) -> Resu
             }
             .map(|p| o.health_check_protocol = Some(p))
             .is_some(),
-            "health-check-port" => num(1, 65535).map(|p| o.health_check_port = Some(p as u16)).is_some(),
-            "health-check-path" => (v.starts_with('/') && v.len() <= 1024 && !v.chars().any(char::is_whitespace))
-                .then(|| o.health_check_path = Some(v.to_string()))
+            "health-check-port" => num(1, 65535)
+                .map(|p| o.health_check_port = Some(p as u16))
                 .is_some(),
+            "health-check-path" => {
+                (v.starts_with('/') && v.len() <= 1024 && !v.chars().any(char::is_whitespace))
+                    .then(|| o.health_check_path = Some(v.to_string()))
+                    .is_some()
+            }
             "health-check-interval" => num(1, 300).map(|n| o.health_check_interval = n).is_some(),
             "health-check-timeout" => num(1, 300).map(|n| o.health_check_timeout = n).is_some(),
             "health-check-retries" => num(1, 10).map(|n| o.health_check_retries = n).is_some(),
             "proxy-protocol" => boolean().map(|b| o.proxy_protocol = b).is_some(),
             "internal" => boolean().map(|b| o.internal = b).is_some(),
-            "hostname" => is_dns_name(v).then(|| o.hostname = Some(v.to_string())).is_some(),
-            "node-selector" => NodeSelector::parse(v).map(|s| o.node_selector = s).is_some(),
+            "hostname" => is_dns_name(v)
+                .then(|| o.hostname = Some(v.to_string()))
+                .is_some(),
+            "node-selector" => NodeSelector::parse(v)
+                .map(|s| o.node_selector = s)
+                .is_some(),
             _ => {
-                let known: Vec<_> = ANNOTATIONS.iter().map(|(k, _)| format!("{ANN_PREFIX}{k}")).collect();
-                bad(&mut errors, format!("a known annotation: {}", known.join(", ")));
+                let known: Vec<_> = ANNOTATIONS
+                    .iter()
+                    .map(|(k, _)| format!("{ANN_PREFIX}{k}"))
+                    .collect();
+                bad(
+                    &mut errors,
+                    format!("a known annotation: {}", known.join(", ")),
+                );
                 continue;
             }
         };
@@ -220,7 +275,11 @@ pub fn parse_annotations(ann: &BTreeMap<String, String>, d: &LbDefaults) -> Resu
             accepted: format!("at most the interval ({} s)", o.health_check_interval),
         });
     }
-    if errors.is_empty() { Ok(o) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(o)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Which load-balancer class this CCM serves.
@@ -246,7 +305,10 @@ pub fn wants_lb(svc: &Service, policy: &ClassPolicy) -> bool {
 /// Whether the Service's class is ours at all (a Service of another class is never touched,
 /// even if it somehow carries our finalizer... except to remove an LB we made).
 pub fn has_finalizer(svc: &Service) -> bool {
-    svc.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+    svc.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
 }
 
 /// Deterministic LB name: `k8s-<cluster>-<service uid>`, so a restart finds its LBs.
@@ -272,7 +334,12 @@ pub struct TargetNode {
 pub fn targets(nodes: &[TargetNode], selector: &NodeSelector) -> Vec<String> {
     let mut t: Vec<String> = nodes
         .iter()
-        .filter(|n| n.initialized && !n.deleting && !n.labels.contains_key(LABEL_EXCLUDE) && selector.matches(&n.labels))
+        .filter(|n| {
+            n.initialized
+                && !n.deleting
+                && !n.labels.contains_key(LABEL_EXCLUDE)
+                && selector.matches(&n.labels)
+        })
         .filter_map(|n| n.vm_id.clone())
         .collect();
     t.sort();
@@ -281,20 +348,34 @@ pub fn targets(nodes: &[TargetNode], selector: &NodeSelector) -> Vec<String> {
 }
 
 /// The LB the Service should have.
-pub fn desired_spec(svc: &Service, name: String, opts: &LbOptions, targets: Vec<String>) -> Result<LoadBalancerSpec, String> {
+pub fn desired_spec(
+    svc: &Service,
+    name: String,
+    opts: &LbOptions,
+    targets: Vec<String>,
+) -> Result<LoadBalancerSpec, String> {
     let spec = svc.spec.as_ref().ok_or("the Service has no spec")?;
     let mut listeners = vec![];
     for p in spec.ports.as_deref().unwrap_or_default() {
         let protocol = match p.protocol.as_deref().unwrap_or("TCP") {
             "TCP" => LbProtocol::Tcp,
             "UDP" => LbProtocol::Udp,
-            other => return Err(format!("port {}: protocol {other} is not supported; accepted: TCP, UDP", p.port)),
+            other => {
+                return Err(format!(
+                    "port {}: protocol {other} is not supported; accepted: TCP, UDP",
+                    p.port
+                ));
+            }
         };
         let node_port = p.node_port.filter(|n| (1..=65535).contains(n)).ok_or_else(|| {
             format!("port {} has no nodePort (allocateLoadBalancerNodePorts is false); Elemento load balancers forward to node ports", p.port)
         })?;
         let port = u16::try_from(p.port).map_err(|_| format!("port {} is out of range", p.port))?;
-        listeners.push(LbListener { protocol, port, target_port: node_port as u16 });
+        listeners.push(LbListener {
+            protocol,
+            port,
+            target_port: node_port as u16,
+        });
     }
     if listeners.is_empty() {
         return Err("the Service has no ports".into());
@@ -303,10 +384,23 @@ pub fn desired_spec(svc: &Service, name: String, opts: &LbOptions, targets: Vec<
     // externalTrafficPolicy: Local → only Nodes with a ready endpoint answer the kube-proxy
     // health check on healthCheckNodePort; use it unless annotations say otherwise.
     let local = spec.external_traffic_policy.as_deref() == Some("Local");
-    let hc_node_port = spec.health_check_node_port.filter(|_| local).and_then(|p| u16::try_from(p).ok());
-    let protocol = opts.health_check_protocol.unwrap_or(if hc_node_port.is_some() { HealthCheckProtocol::Http } else { HealthCheckProtocol::Tcp });
+    let hc_node_port = spec
+        .health_check_node_port
+        .filter(|_| local)
+        .and_then(|p| u16::try_from(p).ok());
+    let protocol = opts
+        .health_check_protocol
+        .unwrap_or(if hc_node_port.is_some() {
+            HealthCheckProtocol::Http
+        } else {
+            HealthCheckProtocol::Tcp
+        });
     let path = match protocol {
-        HealthCheckProtocol::Http => Some(opts.health_check_path.clone().unwrap_or_else(|| "/healthz".into())),
+        HealthCheckProtocol::Http => Some(
+            opts.health_check_path
+                .clone()
+                .unwrap_or_else(|| "/healthz".into()),
+        ),
         HealthCheckProtocol::Tcp => None,
     };
     Ok(LoadBalancerSpec {
@@ -357,14 +451,26 @@ mod tests {
     }
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (format!("{ANN_PREFIX}{k}"), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("{ANN_PREFIX}{k}"), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn class_policy() {
-        let ours = ClassPolicy { class: "elemento.cloud/load-balancer".into(), claim_unset: true };
+        let ours = ClassPolicy {
+            class: "elemento.cloud/load-balancer".into(),
+            claim_unset: true,
+        };
         assert!(wants_lb(&lb_svc(), &ours));
-        assert!(!wants_lb(&lb_svc(), &ClassPolicy { claim_unset: false, ..ours.clone() }));
+        assert!(!wants_lb(
+            &lb_svc(),
+            &ClassPolicy {
+                claim_unset: false,
+                ..ours.clone()
+            }
+        ));
         let mut other = lb_svc();
         other.spec.as_mut().unwrap().load_balancer_class = Some("metallb.io/l2".into());
         assert!(!wants_lb(&other, &ours));
@@ -378,17 +484,47 @@ mod tests {
     #[test]
     fn annotations_valid_and_invalid() {
         let d = LbDefaults::default();
-        let o = parse_annotations(&ann(&[("algorithm", "least_connections"), ("proxy-protocol", "true"), ("health-check-interval", "10"), ("node-selector", "pool=web,!gpu"), ("internal", "true")]), &d).unwrap();
+        let o = parse_annotations(
+            &ann(&[
+                ("algorithm", "least_connections"),
+                ("proxy-protocol", "true"),
+                ("health-check-interval", "10"),
+                ("node-selector", "pool=web,!gpu"),
+                ("internal", "true"),
+            ]),
+            &d,
+        )
+        .unwrap();
         assert_eq!(o.algorithm, LbAlgorithm::LeastConnections);
         assert!(o.proxy_protocol && o.internal);
         assert_eq!(o.health_check_interval, 10);
         assert_eq!(o.node_selector.0.len(), 2);
-        let e = parse_annotations(&ann(&[("algorithm", "fastest"), ("health-check-port", "70000"), ("algoritm", "x")]), &d).unwrap_err();
+        let e = parse_annotations(
+            &ann(&[
+                ("algorithm", "fastest"),
+                ("health-check-port", "70000"),
+                ("algoritm", "x"),
+            ]),
+            &d,
+        )
+        .unwrap_err();
         assert_eq!(e.len(), 3);
         let text: Vec<String> = e.iter().map(|e| e.to_string()).collect();
-        assert!(text.iter().any(|t| t.contains("load-balancer.elemento.cloud/algorithm") && t.contains("round_robin, least_connections, source_ip")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("algoritm") && t.contains("a known annotation")), "{text:?}");
-        assert!(parse_annotations(&ann(&[("health-check-timeout", "20")]), &d).is_err(), "timeout above interval");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("load-balancer.elemento.cloud/algorithm")
+                    && t.contains("round_robin, least_connections, source_ip")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("algoritm") && t.contains("a known annotation")),
+            "{text:?}"
+        );
+        assert!(
+            parse_annotations(&ann(&[("health-check-timeout", "20")]), &d).is_err(),
+            "timeout above interval"
+        );
         assert!(parse_annotations(&ann(&[("hostname", "-bad-.example")]), &d).is_err());
         assert!(parse_annotations(&ann(&[("name", "Has Space")]), &d).is_err());
         assert!(parse_annotations(&ann(&[("node-selector", "a b=c")]), &d).is_err());
@@ -399,23 +535,49 @@ mod tests {
         let d = LbDefaults::default();
         let o = parse_annotations(&BTreeMap::new(), &d).unwrap();
         let s = desired_spec(&lb_svc(), "lb".into(), &o, vec!["vm-1".into()]).unwrap();
-        assert_eq!(s.listeners, vec![
-            LbListener { protocol: LbProtocol::Tcp, port: 80, target_port: 30080 },
-            LbListener { protocol: LbProtocol::Udp, port: 53, target_port: 30053 },
-        ]);
+        assert_eq!(
+            s.listeners,
+            vec![
+                LbListener {
+                    protocol: LbProtocol::Tcp,
+                    port: 80,
+                    target_port: 30080
+                },
+                LbListener {
+                    protocol: LbProtocol::Udp,
+                    port: 53,
+                    target_port: 30053
+                },
+            ]
+        );
         assert_eq!(s.health_check.protocol, HealthCheckProtocol::Tcp);
         let mut local = lb_svc();
         let spec = local.spec.as_mut().unwrap();
         spec.external_traffic_policy = Some("Local".into());
         spec.health_check_node_port = Some(31999);
         let s = desired_spec(&local, "lb".into(), &o, vec![]).unwrap();
-        assert_eq!((s.health_check.protocol, s.health_check.port, s.health_check.path.as_deref()), (HealthCheckProtocol::Http, 31999, Some("/healthz")));
+        assert_eq!(
+            (
+                s.health_check.protocol,
+                s.health_check.port,
+                s.health_check.path.as_deref()
+            ),
+            (HealthCheckProtocol::Http, 31999, Some("/healthz"))
+        );
         let mut sctp = lb_svc();
         sctp.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].protocol = Some("SCTP".into());
-        assert!(desired_spec(&sctp, "lb".into(), &o, vec![]).unwrap_err().contains("SCTP"));
+        assert!(
+            desired_spec(&sctp, "lb".into(), &o, vec![])
+                .unwrap_err()
+                .contains("SCTP")
+        );
         let mut no_np = lb_svc();
         no_np.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = None;
-        assert!(desired_spec(&no_np, "lb".into(), &o, vec![]).unwrap_err().contains("nodePort"));
+        assert!(
+            desired_spec(&no_np, "lb".into(), &o, vec![])
+                .unwrap_err()
+                .contains("nodePort")
+        );
     }
 
     #[test]
@@ -423,20 +585,44 @@ mod tests {
         let n = |name: &str, labels: &[(&str, &str)], init: bool| TargetNode {
             name: name.into(),
             vm_id: Some(format!("vm-{name}")),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             initialized: init,
             deleting: false,
         };
-        let nodes = vec![n("b", &[("pool", "web")], true), n("a", &[("pool", "web")], true), n("c", &[("pool", "db")], true), n("d", &[(LABEL_EXCLUDE, "")], true), n("e", &[], false)];
-        assert_eq!(targets(&nodes, &NodeSelector::default()), ["vm-a", "vm-b", "vm-c"]);
-        assert_eq!(targets(&nodes, &NodeSelector::parse("pool=web").unwrap()), ["vm-a", "vm-b"]);
-        assert_eq!(targets(&nodes, &NodeSelector::parse("pool!=web").unwrap()), ["vm-c"]);
+        let nodes = vec![
+            n("b", &[("pool", "web")], true),
+            n("a", &[("pool", "web")], true),
+            n("c", &[("pool", "db")], true),
+            n("d", &[(LABEL_EXCLUDE, "")], true),
+            n("e", &[], false),
+        ];
+        assert_eq!(
+            targets(&nodes, &NodeSelector::default()),
+            ["vm-a", "vm-b", "vm-c"]
+        );
+        assert_eq!(
+            targets(&nodes, &NodeSelector::parse("pool=web").unwrap()),
+            ["vm-a", "vm-b"]
+        );
+        assert_eq!(
+            targets(&nodes, &NodeSelector::parse("pool!=web").unwrap()),
+            ["vm-c"]
+        );
     }
 
     #[test]
     fn names_are_deterministic() {
         let o = parse_annotations(&ann(&[("name", "my-lb")]), &LbDefaults::default()).unwrap();
-        assert_eq!(lb_name("prod", &lb_svc(), None).as_deref(), Some("k8s-prod-1234-abcd"));
-        assert_eq!(lb_name("prod", &lb_svc(), Some(&o)).as_deref(), Some("my-lb"));
+        assert_eq!(
+            lb_name("prod", &lb_svc(), None).as_deref(),
+            Some("k8s-prod-1234-abcd")
+        );
+        assert_eq!(
+            lb_name("prod", &lb_svc(), Some(&o)).as_deref(),
+            Some("my-lb")
+        );
     }
 }

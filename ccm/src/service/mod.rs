@@ -49,9 +49,17 @@ impl ServiceState {
     /// The cache, listed again when missing or older than the TTL.
     async fn lbs(&self) -> Result<tokio::sync::MutexGuard<'_, LbCache>, Error> {
         let mut c = self.lbs.lock().await;
-        if c.by_name.as_ref().is_none_or(|(_, at)| at.elapsed() > LB_CACHE_TTL) {
+        if c.by_name
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() > LB_CACHE_TTL)
+        {
             let list = self.ctx.api.list_load_balancers().await?;
-            c.by_name = Some((list.into_iter().map(|lb| (lb.spec.name.clone(), lb)).collect(), Instant::now()));
+            c.by_name = Some((
+                list.into_iter()
+                    .map(|lb| (lb.spec.name.clone(), lb))
+                    .collect(),
+                Instant::now(),
+            ));
         }
         Ok(c)
     }
@@ -67,7 +75,9 @@ impl LbCache {
         self.by_name.as_ref().and_then(|(m, _)| m.get(name))
     }
     fn by_id(&self, id: &str) -> Option<&LoadBalancer> {
-        self.by_name.as_ref().and_then(|(m, _)| m.values().find(|l| l.id == id))
+        self.by_name
+            .as_ref()
+            .and_then(|(m, _)| m.values().find(|l| l.id == id))
     }
     fn put(&mut self, lb: LoadBalancer) {
         if let Some((m, _)) = &mut self.by_name {
@@ -99,10 +109,16 @@ fn target_node(n: &Node) -> TargetNode {
 /// What about a Node can change LB targets: its VM, labels, initialization, deletion.
 fn target_fingerprint(n: &Node) -> String {
     let t = target_node(n);
-    format!("{:?}|{}|{}|{:?}", t.vm_id, t.initialized, t.deleting, t.labels)
+    format!(
+        "{:?}|{}|{}|{:?}",
+        t.vm_id, t.initialized, t.deleting, t.labels
+    )
 }
 
-pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let (nodes, writer) = reflector::store();
     let node_api: Api<Node> = Api::all(ctx.kube.clone());
     // One trigger per change of any Node's target fingerprint (heartbeats change nothing).
@@ -123,10 +139,18 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()> 
             futures::future::ready(Ok(changed.then_some(())))
         })
         .filter_map(|r| futures::future::ready(r.ok()));
-    let state = Arc::new(ServiceState { ctx: ctx.clone(), nodes: nodes.clone(), lbs: Mutex::new(LbCache::default()) });
+    let state = Arc::new(ServiceState {
+        ctx: ctx.clone(),
+        nodes: nodes.clone(),
+        lbs: Mutex::new(LbCache::default()),
+    });
     let api: Api<Service> = Api::all(ctx.kube.clone());
     Controller::new(api, watcher::Config::default())
-        .with_config(Config::default().concurrency(ctx.settings.concurrent_service_syncs).debounce(Duration::from_millis(200)))
+        .with_config(
+            Config::default()
+                .concurrency(ctx.settings.concurrent_service_syncs)
+                .debounce(Duration::from_millis(200)),
+        )
         .reconcile_all_on(node_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
@@ -135,7 +159,11 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()> 
 }
 
 fn key(svc: &Service) -> String {
-    format!("{NAME}/{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
+    format!(
+        "{NAME}/{}/{}",
+        svc.namespace().unwrap_or_default(),
+        svc.name_any()
+    )
 }
 
 fn error_policy(svc: Arc<Service>, err: &Error, state: Arc<ServiceState>) -> Action {
@@ -147,7 +175,10 @@ fn error_policy(svc: Arc<Service>, err: &Error, state: Arc<ServiceState>) -> Act
 async fn reconcile(svc: Arc<Service>, state: Arc<ServiceState>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&svc, &state).await;
-    state.ctx.metrics.reconciled(NAME, result.is_ok(), started.elapsed());
+    state
+        .ctx
+        .metrics
+        .reconciled(NAME, result.is_ok(), started.elapsed());
     match &result {
         Ok(_) => state.ctx.succeeded(&key(&svc)),
         // A create or update may have happened without us seeing the answer.
@@ -171,30 +202,56 @@ async fn reconcile_inner(svc: &Service, state: &ServiceState) -> Result<Action, 
 async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let oref = svc.object_ref(&());
-    let opts = match decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults) {
-        Ok(o) => o,
-        Err(errors) => {
-            let note = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-            ctx.event(&oref, true, "InvalidLoadBalancerAnnotation", "EnsureLoadBalancer", format!("{note}. The load balancer is left as it is.")).await;
-            return Ok(Action::await_change());
-        }
-    };
-    let name = decide::lb_name(&ctx.settings.cluster_name, svc, Some(&opts)).ok_or_else(|| Error::Retry("the Service has no uid yet".into()))?;
+    let opts =
+        match decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults) {
+            Ok(o) => o,
+            Err(errors) => {
+                let note = errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                ctx.event(
+                    &oref,
+                    true,
+                    "InvalidLoadBalancerAnnotation",
+                    "EnsureLoadBalancer",
+                    format!("{note}. The load balancer is left as it is."),
+                )
+                .await;
+                return Ok(Action::await_change());
+            }
+        };
+    let name = decide::lb_name(&ctx.settings.cluster_name, svc, Some(&opts))
+        .ok_or_else(|| Error::Retry("the Service has no uid yet".into()))?;
     let nodes: Vec<TargetNode> = state.nodes.state().iter().map(|n| target_node(n)).collect();
     let targets = decide::targets(&nodes, &opts.node_selector);
     let desired = match decide::desired_spec(svc, name.clone(), &opts, targets) {
         Ok(d) => d,
         Err(why) => {
-            ctx.event(&oref, true, "InvalidLoadBalancerService", "EnsureLoadBalancer", format!("{why}. The load balancer is left as it is.")).await;
+            ctx.event(
+                &oref,
+                true,
+                "InvalidLoadBalancerService",
+                "EnsureLoadBalancer",
+                format!("{why}. The load balancer is left as it is."),
+            )
+            .await;
             return Ok(Action::await_change());
         }
     };
-    let svcs: Api<Service> = Api::namespaced(ctx.kube.clone(), &svc.namespace().unwrap_or_default());
+    let svcs: Api<Service> =
+        Api::namespaced(ctx.kube.clone(), &svc.namespace().unwrap_or_default());
     if !decide::has_finalizer(svc) {
         let mut f = svc.finalizers().to_vec();
         f.push(FINALIZER.into());
         let patch = json!({"metadata": {"finalizers": f, "resourceVersion": svc.metadata.resource_version}});
-        svcs.patch(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        svcs.patch(
+            &svc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
     }
     let lb = {
         let mut cache = state.lbs().await?;
@@ -202,14 +259,28 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
             None => {
                 let lb = ctx.api.create_load_balancer(&desired).await?;
                 info!(lb = %lb.id, name = %name, ip = ?lb.ip, "created load balancer");
-                ctx.event(&oref, false, "EnsuredLoadBalancer", "EnsureLoadBalancer", format!("created Elemento load balancer {name} ({})", lb.id)).await;
+                ctx.event(
+                    &oref,
+                    false,
+                    "EnsuredLoadBalancer",
+                    "EnsureLoadBalancer",
+                    format!("created Elemento load balancer {name} ({})", lb.id),
+                )
+                .await;
                 cache.put(lb.clone());
                 lb
             }
             Some(existing) if existing.spec != desired => {
                 let lb = ctx.api.update_load_balancer(&existing.id, &desired).await?;
                 info!(lb = %lb.id, "updated load balancer");
-                ctx.event(&oref, false, "UpdatedLoadBalancer", "EnsureLoadBalancer", format!("updated Elemento load balancer {name}")).await;
+                ctx.event(
+                    &oref,
+                    false,
+                    "UpdatedLoadBalancer",
+                    "EnsureLoadBalancer",
+                    format!("updated Elemento load balancer {name}"),
+                )
+                .await;
                 cache.put(lb.clone());
                 lb
             }
@@ -218,13 +289,27 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     };
     if svc.annotations().get(ANN_LB_ID) != Some(&lb.id) {
         let patch = json!({"metadata": {"annotations": {ANN_LB_ID: lb.id}}});
-        svcs.patch(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        svcs.patch(
+            &svc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
     }
     let ingress = decide::ingress(&lb);
-    let current = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.clone());
+    let current = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.clone());
     if serde_json::to_value(current.unwrap_or_default()).unwrap_or_default() != ingress {
         let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
-        svcs.patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        svcs.patch_status(
+            &svc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
     }
     Ok(Action::requeue(LB_CACHE_TTL))
 }
@@ -232,27 +317,59 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
 async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let mut cache = state.lbs().await?;
-    let by_annotation = svc.annotations().get(ANN_LB_ID).and_then(|id| cache.by_id(id)).cloned();
-    let opts = decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults).ok();
-    let by_name = decide::lb_name(&ctx.settings.cluster_name, svc, opts.as_ref()).and_then(|n| cache.get(&n).cloned());
+    let by_annotation = svc
+        .annotations()
+        .get(ANN_LB_ID)
+        .and_then(|id| cache.by_id(id))
+        .cloned();
+    let opts =
+        decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults).ok();
+    let by_name = decide::lb_name(&ctx.settings.cluster_name, svc, opts.as_ref())
+        .and_then(|n| cache.get(&n).cloned());
     for lb in [by_annotation, by_name].into_iter().flatten() {
         ctx.api.delete_load_balancer(&lb.id).await?;
         cache.remove_id(&lb.id);
         info!(lb = %lb.id, "deleted load balancer");
-        ctx.event(&svc.object_ref(&()), false, "DeletedLoadBalancer", "DeleteLoadBalancer", format!("deleted Elemento load balancer {}", lb.spec.name)).await;
+        ctx.event(
+            &svc.object_ref(&()),
+            false,
+            "DeletedLoadBalancer",
+            "DeleteLoadBalancer",
+            format!("deleted Elemento load balancer {}", lb.spec.name),
+        )
+        .await;
     }
     drop(cache);
-    let svcs: Api<Service> = Api::namespaced(ctx.kube.clone(), &svc.namespace().unwrap_or_default());
+    let svcs: Api<Service> =
+        Api::namespaced(ctx.kube.clone(), &svc.namespace().unwrap_or_default());
     let name = svc.name_any();
     if svc.metadata.deletion_timestamp.is_none() {
-        let has_ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()).is_some_and(|i| !i.is_empty());
+        let has_ingress = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .is_some_and(|i| !i.is_empty());
         if has_ingress {
-            svcs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": {"loadBalancer": {"ingress": null}}}))).await?;
+            svcs.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": {"loadBalancer": {"ingress": null}}})),
+            )
+            .await?;
         }
     }
-    let finalizers: Vec<String> = svc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let finalizers: Vec<String> = svc
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": svc.metadata.resource_version, "annotations": {ANN_LB_ID: null}}});
-    match svcs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match svcs
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e.into()),

@@ -10,8 +10,8 @@ mod client;
 mod config;
 mod error;
 mod lenient;
-pub mod settings;
 pub mod routes;
+pub mod settings;
 pub mod types;
 pub mod units;
 

@@ -57,7 +57,10 @@ pub fn read_credentials(path: &Path) -> Result<Auth, ApiError> {
     let bad = |why: String| ApiError::Config(format!("credentials {}: {why}", path.display()));
     let f: CredentialsFile = if path.is_dir() {
         let key = |k: &str| -> Option<String> {
-            std::fs::read_to_string(path.join(k)).ok().map(|s| s.trim_end_matches(['\n', '\r']).to_string()).filter(|s| !s.is_empty())
+            std::fs::read_to_string(path.join(k))
+                .ok()
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .filter(|s| !s.is_empty())
         };
         CredentialsFile {
             username: key("username"),
@@ -68,23 +71,35 @@ pub fn read_credentials(path: &Path) -> Result<Auth, ApiError> {
     } else {
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         // serde errors can quote input; report only the position-free kind of error.
-        serde_saphyr::from_str(&text).map_err(|_| bad("not a YAML/JSON mapping of username, password, org, token".into()))?
+        serde_saphyr::from_str(&text)
+            .map_err(|_| bad("not a YAML/JSON mapping of username, password, org, token".into()))?
     };
     let credentials = match (f.username, f.password) {
-        (Some(username), Some(password)) => Some(Credentials { username, password, org: f.org }),
+        (Some(username), Some(password)) => Some(Credentials {
+            username,
+            password,
+            org: f.org,
+        }),
         (None, None) => None,
         _ => return Err(bad("username and password must be given together".into())),
     };
     if credentials.is_none() && f.token.is_none() {
         return Err(bad("neither username/password nor token is set".into()));
     }
-    Ok(Auth { credentials, bearer_token: f.token })
+    Ok(Auth {
+        credentials,
+        bearer_token: f.token,
+    })
 }
 
 impl ApiSettings {
     pub fn endpoints(&self) -> Result<Endpoints, ApiError> {
         let mut e = match (&self.url, &self.host) {
-            (Some(_), Some(_)) => return Err(ApiError::Config("api.url and api.host are exclusive".into())),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::Config(
+                    "api.url and api.host are exclusive".into(),
+                ));
+            }
             (Some(u), None) => Endpoints::single(u)?,
             (None, h) => Endpoints::local(h.as_deref().unwrap_or("127.0.0.1"))?,
         };
@@ -109,12 +124,17 @@ impl ApiSettings {
         c.user_agent = user_agent.to_string();
         if let Some(t) = self.timeout_seconds {
             if t == 0 || t > 600 {
-                return Err(ApiError::Config(format!("api.timeoutSeconds {t}: accepted 1-600")));
+                return Err(ApiError::Config(format!(
+                    "api.timeoutSeconds {t}: accepted 1-600"
+                )));
             }
             c.timeout = Duration::from_secs(t);
         }
         if let Some(p) = &self.ca_bundle {
-            c.ca_bundle_pem = Some(std::fs::read(p).map_err(|e| ApiError::Config(format!("api.caBundle {}: {e}", p.display())))?);
+            c.ca_bundle_pem = Some(
+                std::fs::read(p)
+                    .map_err(|e| ApiError::Config(format!("api.caBundle {}: {e}", p.display())))?,
+            );
         }
         if let Some(p) = &self.credentials_file {
             c.auth = read_credentials(p)?;
@@ -125,7 +145,11 @@ impl ApiSettings {
 
 /// Re-reads the credentials every `every` and gives changed ones to `client`. A file that
 /// cannot be read keeps the previous credentials (logged, without the values).
-pub fn watch_credentials(client: Client, path: PathBuf, every: Duration) -> tokio::task::JoinHandle<()> {
+pub fn watch_credentials(
+    client: Client,
+    path: PathBuf,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = read_credentials(&path).ok();
         loop {
@@ -160,7 +184,12 @@ mod tests {
         let a = read_credentials(&dir).unwrap();
         assert_eq!(a.bearer_token.unwrap().expose(), "tok");
         std::fs::write(&f, "username: u\n").unwrap();
-        assert!(read_credentials(&f).unwrap_err().to_string().contains("together"));
+        assert!(
+            read_credentials(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("together")
+        );
         std::fs::write(&f, "password: [unclosed p4ss").unwrap();
         let e = read_credentials(&f).unwrap_err().to_string();
         assert!(!e.contains("p4ss"), "{e}");
@@ -168,12 +197,18 @@ mod tests {
 
     #[test]
     fn endpoints_from_settings() {
-        let s: ApiSettings = serde_saphyr::from_str("url: http://127.0.0.1:9999\nendpoints:\n  storage: http://10.0.0.1:27777\n").unwrap();
+        let s: ApiSettings = serde_saphyr::from_str(
+            "url: http://127.0.0.1:9999\nendpoints:\n  storage: http://10.0.0.1:27777\n",
+        )
+        .unwrap();
         let e = s.endpoints().unwrap();
         assert_eq!(e.compute.as_str(), "http://127.0.0.1:9999/");
         assert_eq!(e.storage.as_str(), "http://10.0.0.1:27777/");
         let bad: ApiSettings = serde_saphyr::from_str("host: x\nurl: http://y\n").unwrap();
         assert!(bad.endpoints().is_err());
-        assert!(serde_saphyr::from_str::<ApiSettings>("hots: x\n").is_err(), "typos are rejected");
+        assert!(
+            serde_saphyr::from_str::<ApiSettings>("hots: x\n").is_err(),
+            "typos are rejected"
+        );
     }
 }

@@ -124,7 +124,10 @@ async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
     match prometheus_client::encoding::text::encode(&mut out, &reg) {
         Ok(()) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             out,
         )
             .into_response(),
@@ -142,7 +145,11 @@ async fn readyz(State(s): State<ServerState>) -> impl IntoResponse {
 
 /// Serves `/metrics`, `/healthz` (process alive) and `/readyz` on `addr` until the process ends.
 /// Returns the bound address (useful with port 0).
-pub async fn serve(addr: SocketAddr, registry: Registry, health: Health) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    health: Health,
+) -> anyhow::Result<SocketAddr> {
     let state = ServerState {
         registry: Arc::new(Mutex::new(registry)),
         health,

@@ -1,0 +1,579 @@
+//! The CCM against the real control plane and the simulator, with the chart's RBAC.
+//! Tests run one at a time: every CCM watches every Node of the cluster.
+
+use std::time::{Duration, Instant};
+
+use elemento_e2e::ccm::{CcmEnv, UNINITIALIZED, label, taint_keys};
+use elemento_e2e::{unique, wait_for};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const T: Duration = Duration::from_secs(30);
+
+fn vm(id: &str, name: &str, extra: &str) -> String {
+    format!("  - {{id: {id}, name: {name}, {extra}}}\n")
+}
+
+async fn node_when<F: Fn(&Node) -> bool>(api: &Api<Node>, name: &str, what: &str, f: F) -> Node {
+    wait_for(&format!("node {name}: {what}"), T, || async {
+        api.get_opt(name).await.ok().flatten().filter(|n| f(n))
+    })
+    .await
+}
+
+/// The API server's admission adds `node.kubernetes.io/not-ready` to new Nodes; only ours count.
+fn has_lifecycle_taint(n: &Node) -> bool {
+    taint_keys(n).iter().any(|k| {
+        k == "node.cloudprovider.kubernetes.io/shutdown" || k == "node.kubernetes.io/out-of-service"
+    })
+}
+
+fn initialized(n: &Node) -> bool {
+    !taint_keys(n).iter().any(|k| k == UNINITIALIZED)
+}
+
+#[tokio::test]
+async fn nodes_are_initialized_by_provider_id_name_and_ip() {
+    let _serial = SERIAL.lock().await;
+    let (a, b, c, d) = (
+        unique("by-pid"),
+        unique("by-name"),
+        unique("by-ip"),
+        unique("ghost"),
+    );
+    let scenario = format!(
+        "vms:\n{}{}{}",
+        vm(
+            "vm-pid",
+            "not-the-node-name",
+            "template: neon, ipv4: 10.1.0.1, server_url: 'https://atomos-1.local:7777'"
+        ),
+        vm(
+            "vm-name",
+            &b,
+            "template: argon2, ipv4: 10.1.0.2, provider: ovh, region: eu-west-par, server_url: 'https://ovh.meson.elemento.cloud:7777'"
+        ),
+        vm(
+            "vm-ip",
+            "unrelated",
+            "slots: 3, ram_mib: 6144, ipv4: 51.15.0.3"
+        ),
+    );
+    let env = CcmEnv::new(&scenario).await;
+    let nodes: Api<Node> = Api::all(env.kube.clone());
+    env.node(&a, Some("elemento://vm-pid"), None, true, &[])
+        .await;
+    env.node(&b, None, None, true, &[]).await;
+    env.node(&c, None, Some("51.15.0.3"), true, &[]).await;
+    env.node(&d, None, Some("10.1.0.99"), true, &[]).await;
+    let (_ccm, port) = env.start_ccm("ccm-a", &[]);
+
+    let na = node_when(&nodes, &a, "initialized", initialized).await;
+    assert_eq!(
+        na.spec.as_ref().unwrap().provider_id.as_deref(),
+        Some("elemento://vm-pid")
+    );
+    assert_eq!(label(&na, "node.kubernetes.io/instance-type"), Some("neon"));
+    assert_eq!(label(&na, "topology.kubernetes.io/region"), Some("atomos"));
+    assert_eq!(
+        label(&na, "topology.kubernetes.io/zone"),
+        Some("atomos-1.local")
+    );
+    assert_eq!(label(&na, "node.elemento.cloud/provider"), Some("atomos"));
+    let addrs: Vec<(String, String)> = na
+        .status
+        .unwrap()
+        .addresses
+        .unwrap()
+        .into_iter()
+        .map(|x| (x.type_, x.address))
+        .collect();
+    assert_eq!(
+        addrs,
+        vec![
+            ("InternalIP".into(), "10.1.0.1".into()),
+            ("Hostname".into(), a.clone())
+        ]
+    );
+
+    let nb = node_when(&nodes, &b, "initialized", initialized).await;
+    assert_eq!(
+        nb.spec.as_ref().unwrap().provider_id.as_deref(),
+        Some("elemento://vm-name")
+    );
+    assert_eq!(
+        label(&nb, "node.kubernetes.io/instance-type"),
+        Some("argon2")
+    );
+    assert_eq!(
+        label(&nb, "topology.kubernetes.io/region"),
+        Some("ovh-eu-west-par")
+    );
+    assert_eq!(label(&nb, "node.elemento.cloud/provider"), Some("ovh"));
+
+    let nc = node_when(&nodes, &c, "initialized", initialized).await;
+    assert_eq!(
+        nc.spec.as_ref().unwrap().provider_id.as_deref(),
+        Some("elemento://vm-ip")
+    );
+    assert_eq!(
+        label(&nc, "node.kubernetes.io/instance-type"),
+        Some("custom-3cpu-6144mib")
+    );
+    let types: Vec<String> = nc
+        .status
+        .unwrap()
+        .addresses
+        .unwrap()
+        .into_iter()
+        .map(|x| x.type_)
+        .collect();
+    assert_eq!(
+        types,
+        ["InternalIP", "ExternalIP", "Hostname"],
+        "a public address is also the ExternalIP"
+    );
+
+    // No VM: the taint stays and a Warning event says what was tried…
+    let ev = wait_for("a VMNotFound event on the ghost node", T, || async {
+        env.events_for("default", &d)
+            .await
+            .into_iter()
+            .find(|e| e["reason"] == "ElementoVMNotFound")
+    })
+    .await;
+    assert_eq!(ev["type"], "Warning");
+    let note = ev["note"].as_str().unwrap();
+    assert!(
+        note.contains(&format!("VM name \"{d}\"")) && note.contains("10.1.0.99"),
+        "{note}"
+    );
+    assert!(!initialized(&nodes.get(&d).await.unwrap()));
+    // …until the VM appears.
+    env.sim
+        .admin(
+            Method::POST,
+            "/_sim/vms",
+            Some(json!({"id": "vm-late", "name": d, "template": "helium"})),
+        )
+        .await;
+    let nd = node_when(&nodes, &d, "initialized after its VM appeared", initialized).await;
+    assert_eq!(
+        label(&nd, "node.kubernetes.io/instance-type"),
+        Some("helium")
+    );
+
+    let m = env.metrics(port).await;
+    assert!(m.contains("ccm_node_initialization_seconds_count 4"), "{m}");
+    let lists = env.sim.counters().await["vm.status"]["total"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        lists <= 15,
+        "{lists} VM listings for 4 nodes and a few retries"
+    );
+}
+
+#[tokio::test]
+async fn lifecycle_deletes_gone_taints_off_and_ignores_foreign_nodes() {
+    let _serial = SERIAL.lock().await;
+    let scenario = format!(
+        "vms:\n{}{}",
+        vm("vm-gone", "l1", "template: neon"),
+        vm("vm-off", "l2", "template: neon")
+    );
+    let env = CcmEnv::new(&scenario).await;
+    let nodes: Api<Node> = Api::all(env.kube.clone());
+    let (gone, off, foreign) = (unique("gone"), unique("off"), unique("foreign"));
+    // Initialized Nodes without a kubelet: no Ready condition, so they count as NotReady.
+    env.node(&gone, Some("elemento://vm-gone"), None, false, &[])
+        .await;
+    env.node(&off, Some("elemento://vm-off"), None, false, &[])
+        .await;
+    env.node(&foreign, Some("hcloud://12345"), None, false, &[])
+        .await;
+    let (_ccm, _) = env.start_ccm("ccm-l", &["--out-of-service-taint-after", "2s"]);
+
+    env.sim
+        .admin(
+            Method::POST,
+            "/_sim/vms/vm-off/power",
+            Some(json!({"power": "shut off"})),
+        )
+        .await;
+    node_when(&nodes, &off, "shutdown taint", |n| {
+        taint_keys(n).contains(&"node.cloudprovider.kubernetes.io/shutdown".into())
+    })
+    .await;
+    let n = node_when(&nodes, &off, "out-of-service taint after 2 s", |n| {
+        taint_keys(n).contains(&"node.kubernetes.io/out-of-service".into())
+    })
+    .await;
+    let oos = n
+        .spec
+        .unwrap()
+        .taints
+        .unwrap()
+        .into_iter()
+        .find(|t| t.key == "node.kubernetes.io/out-of-service")
+        .unwrap();
+    assert_eq!(oos.effect, "NoExecute");
+    env.sim
+        .admin(
+            Method::POST,
+            "/_sim/vms/vm-off/power",
+            Some(json!({"power": "running"})),
+        )
+        .await;
+    node_when(&nodes, &off, "our taints removed when running", |n| {
+        !has_lifecycle_taint(n)
+    })
+    .await;
+
+    env.sim
+        .admin(Method::DELETE, "/_sim/vms/vm-gone", None)
+        .await;
+    wait_for("the node of a deleted VM to be deleted", T, || async {
+        nodes
+            .get_opt(&gone)
+            .await
+            .ok()
+            .and_then(|n| n.is_none().then_some(()))
+    })
+    .await;
+
+    let f = nodes.get(&foreign).await.unwrap();
+    assert!(
+        !has_lifecycle_taint(&f),
+        "a foreign node is never tainted: {:?}",
+        taint_keys(&f)
+    );
+    assert_eq!(
+        f.spec.unwrap().provider_id.as_deref(),
+        Some("hcloud://12345")
+    );
+    assert!(
+        nodes.get(&off).await.is_ok(),
+        "the powered-off node was not deleted"
+    );
+}
+
+async fn lbs(env: &CcmEnv) -> Vec<Value> {
+    env.sim.state().await["load_balancers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn svc(name: &str, ports: Value, annotations: Value, class: Option<&str>) -> Service {
+    let mut spec = json!({"type": "LoadBalancer", "ports": ports, "selector": {"app": name}});
+    if let Some(c) = class {
+        spec["loadBalancerClass"] = json!(c);
+    }
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "annotations": annotations}, "spec": spec}),
+    )
+    .unwrap()
+}
+
+fn ingress_ip(s: &Service) -> Option<String> {
+    s.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?
+        .ip
+        .clone()
+}
+
+#[tokio::test]
+async fn load_balancer_services_follow_ports_annotations_and_nodes() {
+    let _serial = SERIAL.lock().await;
+    let scenario = format!(
+        "vms:\n{}{}{}",
+        vm("w1", "w1", "template: neon"),
+        vm("w2", "w2", "template: neon"),
+        vm("w3", "w3", "template: neon")
+    );
+    let env = CcmEnv::new(&scenario).await;
+    let (n1, n2, n3) = (unique("w1"), unique("w2"), unique("w3"));
+    env.node(&n1, Some("elemento://w1"), None, false, &[]).await;
+    env.node(&n2, Some("elemento://w2"), None, false, &[]).await;
+    let svcs: Api<Service> = Api::namespaced(env.kube.clone(), &env.ns.name);
+    let (_ccm, _) = env.start_ccm("ccm-s", &[]);
+
+    svcs.create(
+        &PostParams::default(),
+        &svc(
+            "web",
+            json!([{"name": "http", "port": 80, "protocol": "TCP"}]),
+            json!({}),
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let s = wait_for("an ingress IP", T, || async {
+        svcs.get("web")
+            .await
+            .ok()
+            .filter(|s| ingress_ip(s).is_some())
+    })
+    .await;
+    let node_port = s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+        .node_port
+        .unwrap();
+    assert!(
+        s.metadata
+            .finalizers
+            .clone()
+            .unwrap()
+            .contains(&"service.kubernetes.io/load-balancer-cleanup".into())
+    );
+    let all = lbs(&env).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["ip"].as_str(), ingress_ip(&s).as_deref());
+    assert_eq!(
+        all[0]["listeners"],
+        json!([{"protocol": "tcp", "port": 80, "target_port": node_port}])
+    );
+    assert_eq!(all[0]["targets"], json!(["w1", "w2"]));
+    assert_eq!(
+        all[0]["name"],
+        format!("k8s-e2e-{}", s.metadata.uid.unwrap())
+    );
+
+    // A Service of another class is never touched.
+    svcs.create(
+        &PostParams::default(),
+        &svc(
+            "metal",
+            json!([{"port": 81}]),
+            json!({}),
+            Some("metallb.io/l2"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    // Ports change → listeners follow.
+    let pp = PatchParams::default();
+    svcs.patch("web", &pp, &Patch::Merge(json!({"spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}, {"name": "dns", "port": 53, "protocol": "UDP"}]}}))).await.unwrap();
+    wait_for("two listeners", T, || async {
+        lbs(&env)
+            .await
+            .first()
+            .filter(|l| l["listeners"].as_array().map(Vec::len) == Some(2))
+            .cloned()
+    })
+    .await;
+
+    // Annotation change → LB settings follow.
+    svcs.patch("web", &pp, &Patch::Merge(json!({"metadata": {"annotations": {"load-balancer.elemento.cloud/algorithm": "least_connections"}}}))).await.unwrap();
+    wait_for("algorithm least_connections", T, || async {
+        lbs(&env)
+            .await
+            .first()
+            .filter(|l| l["algorithm"] == "least_connections")
+            .cloned()
+    })
+    .await;
+
+    // A new Node → it becomes a target.
+    env.node(&n3, Some("elemento://w3"), None, false, &[]).await;
+    wait_for("w3 among the targets", T, || async {
+        lbs(&env)
+            .await
+            .first()
+            .filter(|l| l["targets"] == json!(["w1", "w2", "w3"]))
+            .cloned()
+    })
+    .await;
+
+    // An invalid annotation → a Warning naming it and the accepted values; the LB is unchanged.
+    let updates_before = env.sim.counters().await["loadbalancer.update"]["total"]
+        .as_u64()
+        .unwrap_or(0);
+    svcs.patch("web", &pp, &Patch::Merge(json!({"metadata": {"annotations": {"load-balancer.elemento.cloud/algorithm": "fastest"}}}))).await.unwrap();
+    let ev = wait_for("an InvalidLoadBalancerAnnotation event", T, || async {
+        env.events_for(&env.ns.name, "web")
+            .await
+            .into_iter()
+            .find(|e| e["reason"] == "InvalidLoadBalancerAnnotation")
+    })
+    .await;
+    let note = ev["note"].as_str().unwrap();
+    assert!(
+        note.contains("load-balancer.elemento.cloud/algorithm")
+            && note.contains("round_robin, least_connections, source_ip"),
+        "{note}"
+    );
+    assert_eq!(lbs(&env).await[0]["algorithm"], "least_connections");
+    assert_eq!(
+        env.sim.counters().await["loadbalancer.update"]["total"]
+            .as_u64()
+            .unwrap_or(0),
+        updates_before
+    );
+
+    let metal = svcs.get("metal").await.unwrap();
+    assert!(
+        metal
+            .metadata
+            .finalizers
+            .clone()
+            .unwrap_or_default()
+            .is_empty(),
+        "other class: no finalizer"
+    );
+    assert!(ingress_ip(&metal).is_none());
+    assert_eq!(lbs(&env).await.len(), 1);
+
+    // Deleting the Service deletes the LB, then the finalizer goes and the Service with it.
+    svcs.delete("web", &DeleteParams::default()).await.unwrap();
+    wait_for("the Service to be gone", T, || async {
+        svcs.get_opt("web")
+            .await
+            .ok()
+            .and_then(|s| s.is_none().then_some(()))
+    })
+    .await;
+    assert!(lbs(&env).await.is_empty(), "no LB left behind");
+}
+
+#[tokio::test]
+async fn a_ccm_killed_during_lb_creation_makes_exactly_one_lb() {
+    let _serial = SERIAL.lock().await;
+    let env = CcmEnv::new(&format!("vms:\n{}", vm("k1", "k1", "template: neon"))).await;
+    env.node(&unique("k1"), Some("elemento://k1"), None, false, &[])
+        .await;
+    // The LB is made, but its answer is lost: the CCM cannot know it exists.
+    env.sim
+        .admin(
+            Method::PUT,
+            "/_sim/faults/loadbalancer.create",
+            Some(json!({"drop_rate": 1.0, "max_faults": 1})),
+        )
+        .await;
+    let svcs: Api<Service> = Api::namespaced(env.kube.clone(), &env.ns.name);
+    let (mut ccm, _) = env.start_ccm("ccm-k", &[]);
+    svcs.create(
+        &PostParams::default(),
+        &svc("crash", json!([{"port": 80}]), json!({}), None),
+    )
+    .await
+    .unwrap();
+    wait_for("the first create call", T, || async {
+        (env.sim.counters().await["loadbalancer.create"]["total"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    ccm.kill();
+    assert_eq!(lbs(&env).await.len(), 1);
+    let (_ccm2, _) = env.start_ccm("ccm-k2", &[]);
+    wait_for("an ingress IP after the restart", T, || async {
+        svcs.get("crash")
+            .await
+            .ok()
+            .filter(|s| ingress_ip(s).is_some())
+    })
+    .await;
+    assert_eq!(lbs(&env).await.len(), 1, "exactly one LB");
+    assert_eq!(
+        env.sim.counters().await["loadbalancer.create"]["total"].as_u64(),
+        Some(1),
+        "found by name, not created again"
+    );
+    svcs.delete("crash", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the LB to be deleted", T, || async {
+        lbs(&env).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+async fn holder(env: &CcmEnv) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(env.kube.clone(), &env.ns.name);
+    leases
+        .get_opt("elemento-cloud-controller-manager")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+async fn callers_since(env: &CcmEnv, since: u64) -> (Vec<String>, u64) {
+    let calls = env
+        .sim
+        .admin(Method::GET, &format!("/_sim/calls?since={since}"), None)
+        .await;
+    let calls = calls.as_array().cloned().unwrap_or_default();
+    let last = calls
+        .last()
+        .and_then(|c| c["seq"].as_u64())
+        .unwrap_or(since);
+    let mut who: Vec<String> = calls
+        .iter()
+        .filter_map(|c| c["client"].as_str().map(String::from))
+        .collect();
+    who.sort();
+    who.dedup();
+    (who, last)
+}
+
+#[tokio::test]
+async fn only_the_leader_acts_and_the_standby_takes_over() {
+    let _serial = SERIAL.lock().await;
+    let env = CcmEnv::new(&format!(
+        "vms:\n{}{}",
+        vm("e1", "e1", "template: neon"),
+        vm("e2", "e2", "template: neon")
+    ))
+    .await;
+    let nodes: Api<Node> = Api::all(env.kube.clone());
+    let lease = [
+        "--leader-elect-lease-duration",
+        "4s",
+        "--leader-elect-renew-deadline",
+        "3s",
+        "--leader-elect-retry-period",
+        "500ms",
+    ];
+    let (mut a, _) = env.start_ccm("ccm-leader-a", &lease);
+    wait_for("ccm-leader-a to lead", T, || async {
+        (holder(&env).await.as_deref() == Some("ccm-leader-a")).then_some(())
+    })
+    .await;
+    let (_b, _) = env.start_ccm("ccm-leader-b", &lease);
+    let (n1, n2) = (unique("e1"), unique("e2"));
+    env.node(&n1, Some("elemento://e1"), None, true, &[]).await;
+    node_when(&nodes, &n1, "initialized by the leader", initialized).await;
+    let (who, seq) = callers_since(&env, 0).await;
+    assert!(
+        !who.is_empty() && who.iter().all(|c| c.contains("ccm-leader-a")),
+        "only the leader called the API: {who:?}"
+    );
+
+    a.kill();
+    let killed = Instant::now();
+    env.node(&n2, Some("elemento://e2"), None, true, &[]).await;
+    node_when(&nodes, &n2, "initialized by the new leader", initialized).await;
+    let took = killed.elapsed();
+    assert_eq!(holder(&env).await.as_deref(), Some("ccm-leader-b"));
+    assert!(
+        took < Duration::from_secs(4 + 6),
+        "took over in {took:?}: lease 4 s + margin"
+    );
+    let (who, _) = callers_since(&env, seq).await;
+    assert!(
+        !who.is_empty() && who.iter().all(|c| c.contains("ccm-leader-b")),
+        "after the kill only b called: {who:?}"
+    );
+}
