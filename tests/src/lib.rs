@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 
 pub mod ccm;
+pub mod csi;
 pub mod sim;
 
 /// The running test control plane.
@@ -356,4 +357,44 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// True when running as root. Tests that mount or use loop devices call this: without root they
+/// are skipped locally with the reason printed, and fail under CI (where they must run).
+pub fn require_root(test: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test} needs root (loop devices, mkfs, mount) and CI must run it"
+        );
+        eprintln!("SKIPPED {test}: needs root (loop devices, mkfs, mount)");
+    }
+    root
+}
+
+/// Renders templates of one of the project's charts with the real helm.
+pub fn helm_template(chart: &str, release: &str, namespace: &str, templates: &[&str]) -> String {
+    let env = testenv();
+    let mut cmd = Command::new(env.tool("helm"));
+    cmd.args(["template", release])
+        .arg(repo_root().join("charts").join(chart))
+        .args(["--namespace", namespace, "--kube-version", "1.36.1"]);
+    for t in templates {
+        cmd.args(["--show-only", t]);
+    }
+    let out = cmd.output().expect("helm template");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

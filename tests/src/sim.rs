@@ -61,6 +61,7 @@ impl SimProcess {
     }
 
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut r = reqwest::Client::new().request(method, format!("{}{path}", self.base_url));
         if let Some(b) = body {
             r = r.json(&b);

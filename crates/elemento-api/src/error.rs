@@ -113,7 +113,7 @@ pub(crate) fn from_status(
 ) -> ApiError {
     let message = clip(body);
     match storage_exception(body) {
-        Some("VolumeNotAllocable" | "StorageFull" | "QuotaExceeded") => {
+        Some("VolumeNotAllocable" | "StorageFull" | "QuotaExceeded" | "TooManyVolumes") => {
             return ApiError::LimitReached { route, message };
         }
         Some("VolumeNotFound") => return ApiError::NotFound { route, message },

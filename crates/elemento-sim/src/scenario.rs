@@ -78,7 +78,7 @@ impl Default for Limits {
             max_volumes: 5000,
             max_storage_gb: 1_000_000.0,
             max_load_balancers: 1000,
-            max_volumes_per_vm: 16,
+            max_volumes_per_vm: 15,
         }
     }
 }

@@ -1,0 +1,467 @@
+//! The Controller service: volumes and attachments through the Elemento API.
+//!
+//! Happy-path API cost: CreateVolume 2 calls (look up by name, create), ControllerPublish 1
+//! (attach; the API answers 404 for a missing volume or VM), DeleteVolume 1.
+
+use std::collections::HashMap;
+
+use csi_grpc::v1::controller_server::Controller;
+use csi_grpc::v1::controller_service_capability::{self, rpc::Type as Cap};
+use csi_grpc::v1::*;
+use elemento_api::types::{Vm, Volume as ApiVolume};
+use tonic::Request;
+
+use crate::rpc::Grpc;
+
+use crate::config::{DriverConfig, TOPOLOGY_REGION};
+use crate::device::{CTX_DEVICE_PATH, CTX_SERIAL};
+use crate::error::{CsiError, Result};
+use crate::guard::InFlight;
+use crate::params::{self, check_id};
+use crate::rpc::Rpc;
+
+pub struct ControllerService {
+    pub rpc: Rpc,
+    pub api: elemento_api::Client,
+    pub cfg: DriverConfig,
+    pub inflight: InFlight,
+}
+
+/// The virtio serial the guest sees for a volume [I]: the first 20 characters of its id.
+pub fn serial_for(volume_id: &str) -> String {
+    volume_id.chars().take(20).collect()
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(CsiError::InvalidArgument("volume name is required".into()));
+    }
+    if name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(CsiError::InvalidArgument(
+            "volume name must be at most 128 printable characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn published_nodes(vms: &[Vm], volume_id: &str) -> Vec<String> {
+    vms.iter()
+        .filter(|vm| vm.volume_ids.iter().any(|v| v == volume_id))
+        .map(|vm| vm.id.clone())
+        .collect()
+}
+
+fn context(p: &params::VolumeParams) -> HashMap<String, String> {
+    HashMap::from([
+        ("flavour".into(), p.flavour.clone()),
+        ("encrypted".into(), p.encrypted.to_string()),
+        ("shareable".into(), p.attrs.shareable.to_string()),
+    ])
+}
+
+fn csi_volume(
+    v: &ApiVolume,
+    volume_context: HashMap<String, String>,
+    topology: Vec<Topology>,
+) -> csi_grpc::v1::Volume {
+    csi_grpc::v1::Volume {
+        capacity_bytes: v.size_bytes as i64,
+        volume_id: v.id.clone(),
+        volume_context,
+        content_source: None,
+        accessible_topology: topology,
+    }
+}
+
+/// The region the volume must live in: the first preferred segment, else the first requisite
+/// one. Elemento's create call has no placement parameter [I], so this is recorded, not sent.
+fn topology(req: Option<&TopologyRequirement>) -> Vec<Topology> {
+    let Some(r) = req else { return vec![] };
+    r.preferred
+        .iter()
+        .chain(r.requisite.iter())
+        .find_map(|t| t.segments.get(TOPOLOGY_REGION))
+        .map(|region| {
+            vec![Topology {
+                segments: HashMap::from([(TOPOLOGY_REGION.to_string(), region.clone())]),
+            }]
+        })
+        .unwrap_or_default()
+}
+
+impl ControllerService {
+    async fn create(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse> {
+        check_name(&req.name)?;
+        let p = params::volume_params(
+            &req.parameters,
+            &self.cfg.flavours,
+            &self.cfg.default_flavour,
+        )?;
+        params::check_capabilities(&req.volume_capabilities, p.attrs.shareable)?;
+        if req.volume_content_source.is_some() {
+            return Err(CsiError::InvalidArgument("creating a volume from a snapshot or another volume is not supported by Elemento yet".into()));
+        }
+        let bytes = params::capacity(req.capacity_range.as_ref())?;
+        let _g = self.inflight.try_lock(&format!("create/{}", req.name))?;
+        let v = match self.api.find_volume_by_name(&req.name).await? {
+            Some(v) if params::compatible(&v, req.capacity_range.as_ref(), &p.attrs) => v,
+            Some(v) => {
+                return Err(CsiError::AlreadyExists(format!(
+                    "volume {} already exists as {} with {} bytes, {:?}/{:?}, shareable={}, which does not match this request",
+                    req.name, v.id, v.size_bytes, v.bus, v.format, v.shareable
+                )));
+            }
+            None => self.api.create_volume(&req.name, bytes, &p.attrs).await?,
+        };
+        Ok(CreateVolumeResponse {
+            volume: Some(csi_volume(
+                &v,
+                context(&p),
+                topology(req.accessibility_requirements.as_ref()),
+            )),
+        })
+    }
+
+    async fn delete(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse> {
+        check_id("volume id", &req.volume_id)?;
+        let _g = self.inflight.try_lock(&req.volume_id)?;
+        self.api.destroy_volume(&req.volume_id).await?;
+        Ok(DeleteVolumeResponse {})
+    }
+
+    async fn publish(
+        &self,
+        req: ControllerPublishVolumeRequest,
+    ) -> Result<ControllerPublishVolumeResponse> {
+        check_id("volume id", &req.volume_id)?;
+        check_id("node id", &req.node_id)?;
+        let cap = req
+            .volume_capability
+            .as_ref()
+            .ok_or_else(|| CsiError::InvalidArgument("volume capability is required".into()))?;
+        // Multi-node modes are only valid for shareable volumes: that needs the volume.
+        let shareable = if params::is_multi_node(cap) {
+            self.api.volume_info(&req.volume_id).await?.shareable
+        } else {
+            false
+        };
+        params::access(cap, shareable)?;
+        let _g = self.inflight.try_lock(&req.volume_id)?;
+        let at = self
+            .api
+            .attach_volume(&req.node_id, &req.volume_id)
+            .await
+            .map_err(|e| match e {
+                elemento_api::ApiError::BadRequest {
+                    status: 409,
+                    message,
+                    ..
+                } => CsiError::FailedPrecondition(format!(
+                    "volume {} cannot be attached to node {}: {message}",
+                    req.volume_id, req.node_id
+                )),
+                other => other.into(),
+            })?;
+        let mut ctx = HashMap::from([(
+            CTX_SERIAL.to_string(),
+            at.serial.unwrap_or_else(|| serial_for(&req.volume_id)),
+        )]);
+        if let Some(d) = at.device {
+            ctx.insert(CTX_DEVICE_PATH.into(), d);
+        }
+        Ok(ControllerPublishVolumeResponse {
+            publish_context: ctx,
+        })
+    }
+
+    async fn unpublish(
+        &self,
+        req: ControllerUnpublishVolumeRequest,
+    ) -> Result<ControllerUnpublishVolumeResponse> {
+        check_id("volume id", &req.volume_id)?;
+        let _g = self.inflight.try_lock(&req.volume_id)?;
+        let nodes = if req.node_id.is_empty() {
+            published_nodes(&self.api.list_vms().await?, &req.volume_id)
+        } else {
+            check_id("node id", &req.node_id)?;
+            vec![req.node_id.clone()]
+        };
+        for n in nodes {
+            self.api.detach_volume(&n, &req.volume_id).await?;
+        }
+        Ok(ControllerUnpublishVolumeResponse {})
+    }
+
+    async fn validate(
+        &self,
+        req: ValidateVolumeCapabilitiesRequest,
+    ) -> Result<ValidateVolumeCapabilitiesResponse> {
+        check_id("volume id", &req.volume_id)?;
+        if req.volume_capabilities.is_empty() {
+            return Err(CsiError::InvalidArgument(
+                "volume capabilities are required".into(),
+            ));
+        }
+        let v = self.api.volume_info(&req.volume_id).await?;
+        if let Err(e) = params::check_capabilities(&req.volume_capabilities, v.shareable) {
+            return Ok(ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: e.to_string(),
+            });
+        }
+        Ok(ValidateVolumeCapabilitiesResponse {
+            confirmed: Some(validate_volume_capabilities_response::Confirmed {
+                volume_context: req.volume_context,
+                volume_capabilities: req.volume_capabilities,
+                parameters: req.parameters,
+                mutable_parameters: Default::default(),
+            }),
+            message: String::new(),
+        })
+    }
+
+    async fn list(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse> {
+        if req.max_entries < 0 {
+            return Err(CsiError::InvalidArgument(
+                "max_entries must not be negative".into(),
+            ));
+        }
+        let start: usize = if req.starting_token.is_empty() {
+            0
+        } else {
+            req.starting_token.parse().map_err(|_| {
+                CsiError::Aborted(format!(
+                    "starting_token {:?} is not valid",
+                    req.starting_token
+                ))
+            })?
+        };
+        let mut vols = self.api.list_volumes().await?;
+        if start > vols.len() {
+            return Err(CsiError::Aborted(format!(
+                "starting_token {start} is past the end of the list"
+            )));
+        }
+        vols.sort_by(|a, b| a.id.cmp(&b.id));
+        let vms = self.api.list_vms().await?;
+        let take = if req.max_entries == 0 {
+            usize::MAX
+        } else {
+            req.max_entries as usize
+        };
+        let page: Vec<_> = vols.iter().skip(start).take(take).collect();
+        let next = start + page.len();
+        Ok(ListVolumesResponse {
+            entries: page
+                .into_iter()
+                .map(|v| list_volumes_response::Entry {
+                    volume: Some(csi_volume(v, HashMap::new(), vec![])),
+                    status: Some(list_volumes_response::VolumeStatus {
+                        published_node_ids: published_nodes(&vms, &v.id),
+                        volume_condition: None,
+                    }),
+                })
+                .collect(),
+            next_token: if next < vols.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
+        })
+    }
+
+    async fn get(&self, req: ControllerGetVolumeRequest) -> Result<ControllerGetVolumeResponse> {
+        check_id("volume id", &req.volume_id)?;
+        let v = self.api.volume_info(&req.volume_id).await?;
+        let vms = self.api.list_vms().await?;
+        Ok(ControllerGetVolumeResponse {
+            volume: Some(csi_volume(&v, HashMap::new(), vec![])),
+            status: Some(controller_get_volume_response::VolumeStatus {
+                published_node_ids: published_nodes(&vms, &v.id),
+                volume_condition: Some(VolumeCondition {
+                    abnormal: false,
+                    message: "the Elemento API reports the volume".into(),
+                }),
+            }),
+        })
+    }
+
+    async fn expand(
+        &self,
+        req: ControllerExpandVolumeRequest,
+    ) -> Result<ControllerExpandVolumeResponse> {
+        check_id("volume id", &req.volume_id)?;
+        let range = req
+            .capacity_range
+            .as_ref()
+            .ok_or_else(|| CsiError::InvalidArgument("capacity range is required".into()))?;
+        let bytes = params::capacity(Some(range))?;
+        let _g = self.inflight.try_lock(&req.volume_id)?;
+        let v = self.api.volume_info(&req.volume_id).await?;
+        let size = if v.size_bytes >= range.required_bytes.max(0) as u64 {
+            v.size_bytes
+        } else {
+            self.api.resize_volume(&req.volume_id, bytes).await?
+        };
+        let block = req.volume_capability.as_ref().is_some_and(|c| {
+            matches!(c.access_type, Some(volume_capability::AccessType::Block(_)))
+        });
+        Ok(ControllerExpandVolumeResponse {
+            capacity_bytes: size as i64,
+            node_expansion_required: !block,
+        })
+    }
+}
+
+fn unsupported<T>(what: &str) -> Result<T> {
+    Err(CsiError::Unimplemented(format!(
+        "{what} is not supported: the Elemento API has no such operation"
+    )))
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(&self, r: Request<CreateVolumeRequest>) -> Grpc<CreateVolumeResponse> {
+        let req = r.into_inner();
+        let name = req.name.clone();
+        self.rpc
+            .handle("CreateVolume", &name, self.create(req))
+            .await
+    }
+    async fn delete_volume(&self, r: Request<DeleteVolumeRequest>) -> Grpc<DeleteVolumeResponse> {
+        let req = r.into_inner();
+        let id = req.volume_id.clone();
+        self.rpc.handle("DeleteVolume", &id, self.delete(req)).await
+    }
+    async fn controller_publish_volume(
+        &self,
+        r: Request<ControllerPublishVolumeRequest>,
+    ) -> Grpc<ControllerPublishVolumeResponse> {
+        let req = r.into_inner();
+        let id = req.volume_id.clone();
+        self.rpc
+            .handle("ControllerPublishVolume", &id, self.publish(req))
+            .await
+    }
+    async fn controller_unpublish_volume(
+        &self,
+        r: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Grpc<ControllerUnpublishVolumeResponse> {
+        let req = r.into_inner();
+        let id = req.volume_id.clone();
+        self.rpc
+            .handle("ControllerUnpublishVolume", &id, self.unpublish(req))
+            .await
+    }
+    async fn validate_volume_capabilities(
+        &self,
+        r: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Grpc<ValidateVolumeCapabilitiesResponse> {
+        let req = r.into_inner();
+        let id = req.volume_id.clone();
+        self.rpc
+            .handle("ValidateVolumeCapabilities", &id, self.validate(req))
+            .await
+    }
+    async fn list_volumes(&self, r: Request<ListVolumesRequest>) -> Grpc<ListVolumesResponse> {
+        self.rpc
+            .handle("ListVolumes", "", self.list(r.into_inner()))
+            .await
+    }
+    async fn get_capacity(&self, _r: Request<GetCapacityRequest>) -> Grpc<GetCapacityResponse> {
+        self.rpc
+            .handle("GetCapacity", "", async { unsupported("GetCapacity") })
+            .await
+    }
+    async fn controller_get_capabilities(
+        &self,
+        _r: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Grpc<ControllerGetCapabilitiesResponse> {
+        let caps = [
+            Cap::CreateDeleteVolume,
+            Cap::PublishUnpublishVolume,
+            Cap::ListVolumes,
+            Cap::ListVolumesPublishedNodes,
+            Cap::ExpandVolume,
+            Cap::GetVolume,
+            Cap::VolumeCondition,
+            Cap::SingleNodeMultiWriter,
+        ];
+        let capabilities = caps
+            .into_iter()
+            .map(|c| ControllerServiceCapability {
+                r#type: Some(controller_service_capability::Type::Rpc(
+                    controller_service_capability::Rpc { r#type: c as i32 },
+                )),
+            })
+            .collect();
+        self.rpc
+            .handle("ControllerGetCapabilities", "", async {
+                Ok(ControllerGetCapabilitiesResponse { capabilities })
+            })
+            .await
+    }
+    async fn create_snapshot(
+        &self,
+        _r: Request<CreateSnapshotRequest>,
+    ) -> Grpc<CreateSnapshotResponse> {
+        self.rpc
+            .handle("CreateSnapshot", "", async {
+                unsupported("CreateSnapshot")
+            })
+            .await
+    }
+    async fn delete_snapshot(
+        &self,
+        _r: Request<DeleteSnapshotRequest>,
+    ) -> Grpc<DeleteSnapshotResponse> {
+        self.rpc
+            .handle("DeleteSnapshot", "", async {
+                unsupported("DeleteSnapshot")
+            })
+            .await
+    }
+    async fn list_snapshots(
+        &self,
+        _r: Request<ListSnapshotsRequest>,
+    ) -> Grpc<ListSnapshotsResponse> {
+        self.rpc
+            .handle("ListSnapshots", "", async { unsupported("ListSnapshots") })
+            .await
+    }
+    async fn get_snapshot(&self, _r: Request<GetSnapshotRequest>) -> Grpc<GetSnapshotResponse> {
+        self.rpc
+            .handle("GetSnapshot", "", async { unsupported("GetSnapshot") })
+            .await
+    }
+    async fn controller_expand_volume(
+        &self,
+        r: Request<ControllerExpandVolumeRequest>,
+    ) -> Grpc<ControllerExpandVolumeResponse> {
+        let req = r.into_inner();
+        let id = req.volume_id.clone();
+        self.rpc
+            .handle("ControllerExpandVolume", &id, self.expand(req))
+            .await
+    }
+    async fn controller_get_volume(
+        &self,
+        r: Request<ControllerGetVolumeRequest>,
+    ) -> Grpc<ControllerGetVolumeResponse> {
+        let req = r.into_inner();
+        let id = req.volume_id.clone();
+        self.rpc
+            .handle("ControllerGetVolume", &id, self.get(req))
+            .await
+    }
+    async fn controller_modify_volume(
+        &self,
+        _r: Request<ControllerModifyVolumeRequest>,
+    ) -> Grpc<ControllerModifyVolumeResponse> {
+        self.rpc
+            .handle("ControllerModifyVolume", "", async {
+                unsupported("ControllerModifyVolume")
+            })
+            .await
+    }
+}
