@@ -7,7 +7,10 @@ cd "$root"
 start=$SECONDS
 bash tests/env/install.sh >/dev/null
 echo "[run-all] test environment installed ($((SECONDS - start)) s)"
+# An environment of its own (directory and ports), so a developer's running one is untouched.
 export TESTENV_DIR=${TESTENV_DIR:-/tmp/elemento-testenv-$$}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+export TESTENV_ETCD_PORT=${TESTENV_ETCD_PORT:-$(free_port)} TESTENV_ETCD_PEER_PORT=${TESTENV_ETCD_PEER_PORT:-$(free_port)} TESTENV_APISERVER_PORT=${TESTENV_APISERVER_PORT:-$(free_port)}
 trap 'bash tests/env/down.sh' EXIT
 bash tests/env/up.sh >/dev/null
 echo "[run-all] control plane up ($((SECONDS - start)) s)"

@@ -9,6 +9,7 @@ CACHE=${TESTENV_CACHE:-$HOME/.cache/elemento-testenv}
 BIN=${TESTENV_BIN:-$CACHE/bin}
 DIR=${TESTENV_DIR:-/tmp/elemento-testenv}
 ETCD_PORT=${TESTENV_ETCD_PORT:-23790}
+ETCD_PEER_PORT=${TESTENV_ETCD_PEER_PORT:-$((ETCD_PORT + 10))}
 API_PORT=${TESTENV_APISERVER_PORT:-16443}
 log() { printf '[up %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -28,10 +29,14 @@ fi
 [ -d "$DIR" ] && "$here/down.sh" >/dev/null 2>&1 || true
 mkdir -p "$DIR/pki" "$DIR/etcd" "$DIR/logs"
 
-wait_for() { # description budget-seconds command...
+wait_for() { # process-name budget-seconds command...
   local what=$1 budget=$2; shift 2
   local deadline=$((SECONDS + budget))
   until "$@" >/dev/null 2>&1; do
+    if ! alive "$what"; then
+      log "$what exited; last log lines:"; tail -n 30 "$DIR/logs/$what.log" >&2 || true
+      exit 1
+    fi
     if [ $SECONDS -ge $deadline ]; then
       log "$what not ready after ${budget}s; last log lines:"; tail -n 30 "$DIR/logs/$what.log" >&2 || true
       exit 1
@@ -54,8 +59,8 @@ chmod 600 "$DIR/pki/tokens.csv" "$DIR/pki/sa.key"
 
 start etcd "$BIN/etcd" --data-dir "$DIR/etcd" --unsafe-no-fsync \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-  --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
-  --initial-cluster "default=http://127.0.0.1:$((ETCD_PORT + 10))" --log-level warn
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/readyz"
 
 start kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::sim::SimProcess;
 use crate::{
-    Process, TestNamespace, free_port, repo_root, service_account_token, testenv, unique,
+    Process, TestNamespace, free_port, helm_template, service_account_token, testenv, unique,
     workspace_bin,
 };
 
@@ -38,28 +38,17 @@ impl CcmEnv {
         let ns = TestNamespace::create(&kube, "ccm").await;
         let dir = tempfile::tempdir().expect("tempdir");
         let release = unique("eccm");
-        let out = Command::new(env.tool("helm"))
-            .args(["template", &release])
-            .arg(repo_root().join("charts/elemento-cloud-controller-manager"))
-            .args([
-                "--namespace",
-                &ns.name,
-                "--kube-version",
-                "1.36.1",
-                "--show-only",
-                "templates/serviceaccount.yaml",
-                "--show-only",
-                "templates/rbac.yaml",
-            ])
-            .output()
-            .expect("helm template");
-        assert!(
-            out.status.success(),
-            "helm template: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let rendered = dir.path().join("rbac.yaml");
-        std::fs::write(&rendered, &out.stdout).expect("write rbac");
+        std::fs::write(
+            &rendered,
+            helm_template(
+                "elemento-cloud-controller-manager",
+                &release,
+                &ns.name,
+                &["templates/serviceaccount.yaml", "templates/rbac.yaml"],
+            ),
+        )
+        .expect("write rbac");
         env.kubectl(&["apply", "-f", rendered.to_str().expect("utf-8 path")]);
         let sa = format!("{release}-elemento-cloud-controller-manager");
         let token = service_account_token(&kube, &ns.name, &sa).await;

@@ -10,14 +10,46 @@
 {{- default (include "eccm.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
-{{- define "eccm.labels" -}}
+{{- define "eccm.selectorLabels" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "eccm.labels" -}}
+{{ include "eccm.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: cloud-controller-manager
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "eccm.leaseNamespace" -}}
 {{- default .Release.Namespace .Values.leaderElection.namespace -}}
+{{- end -}}
+
+{{- define "eccm.leaderElect" -}}
+{{- if kindIs "bool" .Values.leaderElection.enabled -}}
+{{- .Values.leaderElection.enabled -}}
+{{- else -}}
+{{- gt (int .Values.replicaCount) 1 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The credentials Secret: exactly one source, never both silently. */}}
+{{- define "eccm.credentialsSecret" -}}
+{{- $c := .Values.credentials -}}
+{{- $inline := or $c.username $c.password $c.token -}}
+{{- if and $c.existingSecret $inline -}}
+{{- fail "credentials: set either existingSecret or username/password/token, not both" -}}
+{{- end -}}
+{{- if and (not $c.existingSecret) (not $inline) -}}
+{{- fail "credentials: set existingSecret, or username and password, or token" -}}
+{{- end -}}
+{{- if and (not $c.existingSecret) (not $c.token) (not (and $c.username $c.password)) -}}
+{{- fail "credentials: username and password must be set together" -}}
+{{- end -}}
+{{- default (printf "%s-credentials" (include "eccm.fullname" .)) $c.existingSecret -}}
 {{- end -}}

@@ -14,10 +14,36 @@
 {{- default (printf "%s-node" (include "ecsi.fullname" .)) .Values.node.serviceAccount.name -}}
 {{- end -}}
 
-{{- define "ecsi.labels" -}}
+{{- define "ecsi.selectorLabels" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "ecsi.labels" -}}
+{{ include "ecsi.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "ecsi.image" -}}
+{{- printf "%s:%s" .repository (default $.AppVersion .tag) -}}
+{{- end -}}
+
+{{- define "ecsi.credentialsSecret" -}}
+{{- $c := .Values.credentials -}}
+{{- $inline := or $c.username $c.password $c.token -}}
+{{- if and $c.existingSecret $inline -}}
+{{- fail "credentials: set either existingSecret or username/password/token, not both" -}}
+{{- end -}}
+{{- if and (not $c.existingSecret) (not $inline) -}}
+{{- fail "credentials: set existingSecret, or username and password, or token" -}}
+{{- end -}}
+{{- if and (not $c.existingSecret) (not $c.token) (not (and $c.username $c.password)) -}}
+{{- fail "credentials: username and password must be set together" -}}
+{{- end -}}
+{{- default (printf "%s-credentials" (include "ecsi.fullname" .)) $c.existingSecret -}}
 {{- end -}}

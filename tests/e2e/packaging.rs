@@ -1,0 +1,307 @@
+//! The charts, plain manifests and kops channel against the real API server: lint, server-side
+//! dry runs, a real `helm install` whose ServiceAccounts run the binaries, and a clean uninstall.
+
+use std::process::Command;
+use std::time::Duration;
+
+use elemento_e2e::ccm::{OWNER_LABEL, UNINITIALIZED, taint_keys};
+use elemento_e2e::sim::SimProcess;
+use elemento_e2e::{
+    Process, TestNamespace, free_port, repo_root, service_account_token, testenv, unique, wait_for,
+    workspace_bin,
+};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn helm(args: &[&str]) -> String {
+    let env = testenv();
+    let out = Command::new(env.tool("helm"))
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(args)
+        .output()
+        .expect("helm");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn chart(name: &str) -> String {
+    repo_root().join("charts").join(name).display().to_string()
+}
+
+fn dry_run_server(file: &std::path::Path) {
+    testenv().kubectl(&["apply", "--dry-run=server", "-f", file.to_str().unwrap()]);
+}
+
+const CREDS: &[&str] = &[
+    "--set",
+    "credentials.username=demo",
+    "--set",
+    "credentials.password=demo-password",
+];
+
+#[tokio::test]
+async fn charts_lint_strict_and_pass_a_server_side_dry_run() {
+    let _s = SERIAL.lock().await;
+    let kube = testenv().admin_client().await;
+    let ns = TestNamespace::create(&kube, "pkg-dry").await;
+    let dir = tempfile::tempdir().unwrap();
+    for c in ["elemento-cloud-controller-manager", "elemento-csi-driver"] {
+        let chart_path = chart(c);
+        let mut lint = vec!["lint", "--strict", "--kube-version", "1.36.1", &chart_path];
+        lint.extend_from_slice(CREDS);
+        helm(&lint);
+        let mut t = vec![
+            "template",
+            "dry",
+            &chart_path,
+            "--namespace",
+            &ns.name,
+            "--kube-version",
+            "1.36.1",
+        ];
+        t.extend_from_slice(CREDS);
+        let rendered = dir.path().join(format!("{c}.yaml"));
+        std::fs::write(&rendered, helm(&t)).unwrap();
+        dry_run_server(&rendered);
+    }
+    // The committed plain manifests and kops manifests are fresh, and the API server accepts them.
+    let out = Command::new("bash")
+        .arg(repo_root().join("manifests/render.sh"))
+        .arg("--check")
+        .env("HELM", testenv().tool("helm"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for f in [
+        "elemento-cloud-controller-manager.yaml",
+        "elemento-csi-driver.yaml",
+        "kops/elemento-cloud-controller.addons.elemento.cloud/k8s-1.29.yaml",
+        "kops/elemento-csi-driver.addons.elemento.cloud/k8s-1.29.yaml",
+        "credentials-secret.example.yaml",
+    ] {
+        dry_run_server(&repo_root().join("manifests").join(f));
+    }
+}
+
+#[test]
+fn chart_guards_refuse_bad_values() {
+    let env = testenv();
+    let run = |c: &str, args: &[&str]| {
+        let out = Command::new(env.tool("helm"))
+            .args(["template", "x", &chart(c), "--kube-version", "1.36.1"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(
+        "elemento-cloud-controller-manager",
+        &[
+            "--set",
+            "credentials.existingSecret=s",
+            "--set",
+            "credentials.token=t",
+        ],
+    );
+    assert!(!ok && err.contains("not both"), "{err}");
+    let (ok, err) = run("elemento-cloud-controller-manager", &[]);
+    assert!(!ok && err.contains("set existingSecret"), "{err}");
+    let (ok, err) = run(
+        "elemento-cloud-controller-manager",
+        &["--set", "credentials.token=t", "--set", "clustrName=x"],
+    );
+    assert!(
+        !ok && err.contains("clustrName"),
+        "a typo is rejected by the schema: {err}"
+    );
+    let (ok, err) = run(
+        "elemento-csi-driver",
+        &[
+            "--set",
+            "credentials.token=t",
+            "--set",
+            "flavours.thin.format=vmdk",
+        ],
+    );
+    assert!(!ok && err.contains("format"), "{err}");
+    let two = repo_root().join("target/two-defaults.yaml");
+    std::fs::write(&two, "credentials: {token: t}\nstorageClasses:\n  - {name: a, flavour: standard, default: true}\n  - {name: b, flavour: thin, default: true}\n").unwrap();
+    let (ok, err) = run("elemento-csi-driver", &["-f", two.to_str().unwrap()]);
+    assert!(!ok && err.contains("exactly one"), "{err}");
+}
+
+#[test]
+fn kops_channel_is_well_formed() {
+    let dir = repo_root().join("manifests/kops");
+    let channel: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(dir.join("addons.yaml")).unwrap()).unwrap();
+    assert_eq!(channel["kind"], "Addons");
+    assert!(
+        channel["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+    );
+    let addons = channel["spec"]["addons"].as_array().expect("spec.addons");
+    assert_eq!(addons.len(), 3);
+    for a in addons {
+        let name = a["name"].as_str().expect("name");
+        for field in ["version", "id", "manifest", "kubernetesVersion"] {
+            assert!(
+                a[field].as_str().is_some_and(|v| !v.is_empty()),
+                "{name}: {field}"
+            );
+        }
+        let selector = a["selector"].as_object().expect("selector");
+        assert_eq!(
+            selector.get("k8s-addon").and_then(Value::as_str),
+            Some(name),
+            "{name}: selector"
+        );
+        let manifest = std::fs::read_to_string(dir.join(a["manifest"].as_str().unwrap()))
+            .unwrap_or_else(|e| panic!("{name}: manifest: {e}"));
+        // kops prunes by the selector: every object must carry its labels.
+        let docs: Vec<&str> = manifest
+            .split("\n---")
+            .filter(|d| d.contains("kind:"))
+            .collect();
+        assert!(!docs.is_empty());
+        for d in docs {
+            assert!(
+                d.contains(&format!("k8s-addon: {name}")),
+                "{name}: an object lacks the selector label:\n{d}"
+            );
+        }
+        if a["manifest"].as_str().unwrap().ends_with(".template") {
+            for var in manifest
+                .split("{{")
+                .skip(1)
+                .map(|s| s.split("}}").next().unwrap().trim())
+            {
+                assert!(
+                    var.starts_with("ELEMENTO_"),
+                    "{name}: unexpected template variable {var}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn helm_install_runs_the_binaries_with_the_charts_service_accounts_and_uninstall_cleans_up() {
+    let _s = SERIAL.lock().await;
+    let env = testenv();
+    let kube = env.admin_client().await;
+    let ns = TestNamespace::create(&kube, "pkg-install").await;
+    let (ccm_rel, csi_rel) = (unique("ccm"), unique("csi"));
+    let mut args = vec![
+        "install",
+        &ccm_rel as &str,
+        "",
+        "--namespace",
+        &ns.name,
+        "--set",
+        "clusterName=pkg",
+        "--set",
+        "replicaCount=2",
+    ];
+    let ccm_chart = chart("elemento-cloud-controller-manager");
+    args[2] = &ccm_chart;
+    args.extend_from_slice(CREDS);
+    helm(&args);
+    let csi_chart = chart("elemento-csi-driver");
+    let mut args = vec![
+        "install",
+        &csi_rel as &str,
+        &csi_chart,
+        "--namespace",
+        &ns.name,
+    ];
+    args.extend_from_slice(CREDS);
+    helm(&args);
+
+    // The CCM, run on the host as the chart's ServiceAccount, initializes a Node.
+    let sim = SimProcess::start(
+        "vms:\n  - {id: pkg-vm, name: pkg-node, template: neon}\n",
+        &[],
+    );
+    let token = service_account_token(
+        &kube,
+        &ns.name,
+        &format!("{ccm_rel}-elemento-cloud-controller-manager"),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("username"), "demo").unwrap();
+    std::fs::write(creds.join("password"), "demo-password").unwrap();
+    let cfg = dir.path().join("cloud-config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "clusterName: pkg\napi:\n  url: {}\n  credentialsFile: {}\n",
+            sim.base_url,
+            creds.display()
+        ),
+    )
+    .unwrap();
+    let _ccm = Process::spawn(
+        "ccm-pkg",
+        Command::new(workspace_bin("elemento-cloud-controller-manager"))
+            .arg("--kubeconfig")
+            .arg(env.token_kubeconfig(&token))
+            .arg("--cloud-config")
+            .arg(&cfg)
+            .args([
+                "--leader-elect-resource-namespace",
+                &ns.name,
+                "--metrics-bind-address",
+                &format!("127.0.0.1:{}", free_port()),
+            ]),
+    );
+    let nodes: Api<Node> = Api::all(kube.clone());
+    let node: Node = serde_json::from_value(
+        json!({"metadata": {"name": "pkg-node", "labels": {OWNER_LABEL: ns.name}},
+        "spec": {"taints": [{"key": UNINITIALIZED, "value": "true", "effect": "NoSchedule"}]}}),
+    )
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    wait_for(
+        "the Node to be initialized by the CCM running as the chart's ServiceAccount",
+        Duration::from_secs(30),
+        || async {
+            nodes
+                .get("pkg-node")
+                .await
+                .ok()
+                .filter(|n| !taint_keys(n).iter().any(|k| k == UNINITIALIZED))
+        },
+    )
+    .await;
+    let _ = testenv().kubectl(&["delete", "node", "pkg-node", "--wait=false"]);
+
+    // Everything the charts made is gone after uninstall.
+    helm(&["uninstall", &ccm_rel, "--namespace", &ns.name, "--wait"]);
+    helm(&["uninstall", &csi_rel, "--namespace", &ns.name, "--wait"]);
+    let left = env.kubectl(&["get", "clusterroles,clusterrolebindings,csidrivers,storageclasses,deployments,daemonsets,secrets,configmaps,serviceaccounts,roles,rolebindings", "-A", "-l", &format!("app.kubernetes.io/instance in ({ccm_rel},{csi_rel})"), "-o", "name"]);
+    assert!(
+        left.trim().is_empty(),
+        "left behind after helm uninstall:\n{left}"
+    );
+}
