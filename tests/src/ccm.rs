@@ -46,6 +46,7 @@ impl CcmEnv {
                 &release,
                 &ns.name,
                 &["templates/serviceaccount.yaml", "templates/rbac.yaml"],
+                &["--set", "leaderElection.enabled=true"],
             ),
         )
         .expect("write rbac");

@@ -191,6 +191,7 @@ impl CsiCluster {
                 &release,
                 &ns.name,
                 &["templates/serviceaccounts.yaml", "templates/rbac.yaml"],
+                &[],
             ),
         )
         .expect("rbac");

@@ -381,12 +381,22 @@ pub fn require_root(test: &str) -> bool {
 }
 
 /// Renders templates of one of the project's charts with the real helm.
-pub fn helm_template(chart: &str, release: &str, namespace: &str, templates: &[&str]) -> String {
+/// `extra` are more helm arguments (`--set k=v`), for the configuration the test runs.
+pub fn helm_template(
+    chart: &str,
+    release: &str,
+    namespace: &str,
+    templates: &[&str],
+    extra: &[&str],
+) -> String {
     let env = testenv();
     let mut cmd = Command::new(env.tool("helm"));
     cmd.args(["template", release])
         .arg(repo_root().join("charts").join(chart))
-        .args(["--namespace", namespace, "--kube-version", "1.36.1"]);
+        .args(["--namespace", namespace, "--kube-version", "1.36.1"])
+        // The charts refuse to render without credentials; RBAC renders do not use them.
+        .args(["--set", "credentials.existingSecret=unused"])
+        .args(extra);
     for t in templates {
         cmd.args(["--show-only", t]);
     }
