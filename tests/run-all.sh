@@ -19,4 +19,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "[run-all] fmt and clippy clean ($((SECONDS - start)) s)"
 cargo build --workspace --bins --quiet
 cargo test --workspace --no-fail-fast "$@"
+# The image tier: static release build, mmdebstrap rootfs, buildah, and checks of the result.
+if [ -z "${SKIP_IMAGES:-}" ]; then
+  bash images/build.sh
+  echo "[run-all] images built and checked ($((SECONDS - start)) s)"
+fi
 echo "[run-all] done ($((SECONDS - start)) s)"
