@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub use reqwest::Method;
 use serde_json::Value;
 
 use crate::{Process, workspace_bin};
