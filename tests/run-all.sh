@@ -19,6 +19,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "[run-all] fmt and clippy clean ($((SECONDS - start)) s)"
 cargo build --workspace --bins --quiet
 cargo test --workspace --no-fail-fast "$@"
+# docs/reliability.md is generated from what the reliability tests recorded in this run.
+cargo run -q -p elemento-e2e --bin reliability-report
 # The image tier: static release build, mmdebstrap rootfs, buildah, and checks of the result.
 if [ -z "${SKIP_IMAGES:-}" ]; then
   bash images/build.sh

@@ -78,7 +78,7 @@ impl Ctx {
                 EventType::Normal
             },
             reason: reason.into(),
-            note: Some(note),
+            note: Some(clip_note(note)),
             action: action.into(),
             secondary: None,
         };
@@ -103,6 +103,20 @@ impl Ctx {
     }
 }
 
+/// events.k8s.io rejects notes over 1 kB: clip on a character boundary.
+pub fn clip_note(mut note: String) -> String {
+    const MAX: usize = 1000;
+    if note.len() > MAX {
+        let mut end = MAX - '…'.len_utf8();
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push('…');
+    }
+    note
+}
+
 /// Errors of one reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -113,4 +127,14 @@ pub enum Error {
     /// Reported with an event already; retried with backoff.
     #[error("{0}")]
     Retry(String),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn notes_fit_the_event_limit() {
+        assert_eq!(super::clip_note("short".into()), "short");
+        let n = super::clip_note("é".repeat(2000));
+        assert!(n.len() <= 1000 && n.ends_with('…'));
+    }
 }

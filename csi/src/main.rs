@@ -100,11 +100,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Some(Arc::new(api_metrics)),
         )?;
         if let Some(p) = &cfg.api.credentials_file {
-            elemento_api::settings::watch_credentials(
-                api.clone(),
-                p.clone(),
-                Duration::from_secs(10),
-            );
+            elemento_api::settings::watch_credentials(api.clone(), p.clone(), credentials_poll());
         }
         let c = ControllerService {
             rpc: rpc.clone(),
@@ -151,4 +147,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     elemento_csi::server::serve(path, identity, controller, node, shutdown).await
+}
+
+/// How often the credentials file is re-read (`ELEMENTO_CREDENTIALS_POLL_SECONDS`, default 10).
+fn credentials_poll() -> Duration {
+    let secs = std::env::var("ELEMENTO_CREDENTIALS_POLL_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(10);
+    Duration::from_secs(secs)
 }

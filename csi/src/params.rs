@@ -66,7 +66,8 @@ fn one_of(param: &str, value: &str, accepted: &[&str]) -> Result<String> {
         Ok(value.to_string())
     } else {
         Err(CsiError::InvalidArgument(format!(
-            "StorageClass parameter {param}: {value:?} is not accepted; accepted values: {}",
+            "StorageClass parameter {param}: {:?} is not accepted; accepted values: {}",
+            truncate(value),
             accepted.join(", ")
         )))
     }
@@ -86,7 +87,8 @@ pub fn volume_params(
     for k in params.keys() {
         if !PARAMETERS.contains(&k.as_str()) && !k.starts_with("csi.storage.k8s.io/") {
             return Err(CsiError::InvalidArgument(format!(
-                "StorageClass parameter {k:?} is not known; accepted parameters: {}",
+                "StorageClass parameter {:?} is not known; accepted parameters: {}",
+                truncate(k),
                 PARAMETERS.join(", ")
             )));
         }
@@ -98,7 +100,8 @@ pub fn volume_params(
     let names: Vec<&str> = flavours.keys().map(String::as_str).collect();
     let f = flavours.get(name).ok_or_else(|| {
         CsiError::InvalidArgument(format!(
-            "StorageClass parameter flavour: {name:?} is not accepted; accepted values: {}",
+            "StorageClass parameter flavour: {:?} is not accepted; accepted values: {}",
+            truncate(name),
             names.join(", ")
         ))
     })?;

@@ -26,6 +26,8 @@ pub struct CcmEnv {
     pub owner: String,
     kubeconfig: PathBuf,
     cloud_config: PathBuf,
+    /// The credentials file the CCM reads (rewrite it to rotate).
+    pub credentials: PathBuf,
     rendered: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -55,7 +57,11 @@ impl CcmEnv {
         let token = service_account_token(&kube, &ns.name, &sa).await;
         let kubeconfig = env.token_kubeconfig(&token);
         let creds = dir.path().join("credentials.yaml");
-        std::fs::write(&creds, "username: demo\npassword: demo-password\n").expect("creds");
+        std::fs::write(
+            &creds,
+            "username: demo\npassword: demo-password\ntoken: e2e-bearer-token-7f3a9c\n",
+        )
+        .expect("creds");
         let cloud_config = dir.path().join("cloud-config.yaml");
         std::fs::write(
             &cloud_config,
@@ -73,6 +79,7 @@ impl CcmEnv {
             kube,
             kubeconfig,
             cloud_config,
+            credentials: creds,
             rendered,
             _dir: dir,
         }
@@ -97,7 +104,8 @@ impl CcmEnv {
                 .args(["--metrics-bind-address", &format!("127.0.0.1:{port}")])
                 .args(["--node-monitor-period", "1s", "--log-format", "json"])
                 .args(extra)
-                .env("RUST_LOG", "info,elemento_ccm=debug"),
+                .env("RUST_LOG", "info,elemento_ccm=debug")
+                .env("ELEMENTO_CREDENTIALS_POLL_SECONDS", "1"),
         );
         (p, port)
     }

@@ -49,7 +49,11 @@ impl DriverFiles {
             &["--host-devices", self.hostdev.to_str().expect("utf-8")],
         );
         let creds = self.dir.path().join("creds.yaml");
-        std::fs::write(&creds, "username: demo\npassword: demo-password\n").expect("creds");
+        std::fs::write(
+            &creds,
+            "username: demo\npassword: demo-password\ntoken: e2e-bearer-token-7f3a9c\n",
+        )
+        .expect("creds");
         std::fs::write(
             &self.config,
             format!(
@@ -170,8 +174,11 @@ pub struct CsiCluster {
     /// The Node and CSINode registered for the VM (what the kubelet and node-driver-registrar
     /// would do), so csi-provisioner finds the driver's topology.
     pub node_name: String,
+    /// The driver in controller mode and its sidecars: one "pod", restartable as a whole.
+    pub controller: Vec<Process>,
+    kubeconfig: PathBuf,
     rendered: PathBuf,
-    _procs: Vec<Process>,
+    _node: Process,
 }
 
 impl CsiCluster {
@@ -203,33 +210,8 @@ impl CsiCluster {
         )
         .await;
         let kubeconfig = env.token_kubeconfig(&token);
-        let controller = files.driver("controller", "controller", &vm);
-        let node = files.driver("node", "node", &vm);
-        let ctl = files.socket("controller");
-        let sidecar = |name: &str, extra: &[&str]| {
-            Process::spawn(
-                name,
-                Command::new(env.tool(name))
-                    .arg(format!("--csi-address={}", ctl.display()))
-                    .arg(format!("--kubeconfig={}", kubeconfig.display()))
-                    .args(["--leader-election=false", "--timeout=30s", "--v=3"])
-                    .args(extra),
-            )
-        };
-        let procs = vec![
-            controller,
-            node,
-            sidecar(
-                "csi-provisioner",
-                &[
-                    "--extra-create-metadata",
-                    "--default-fstype=ext4",
-                    "--worker-threads=20",
-                ],
-            ),
-            sidecar("csi-attacher", &[]),
-            sidecar("csi-resizer", &["--handle-volume-inuse-error=false"]),
-        ];
+        let node_plugin = files.driver("node", "node", &vm);
+        let controller = start_controller_pod(&files, &vm, &kubeconfig);
         let node_socket = files.socket("node");
         let node_name = unique("csi-node");
         let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name, "labels": {TOPOLOGY: "atomos"}}, "spec": {"providerID": format!("elemento://{vm}")}});
@@ -246,10 +228,54 @@ impl CsiCluster {
             vm,
             node_socket,
             node_name,
+            controller,
+            kubeconfig,
             rendered,
-            _procs: procs,
+            _node: node_plugin,
         }
     }
+}
+
+impl CsiCluster {
+    /// SIGKILLs the controller "pod" (driver and sidecars), as a crash would, and starts it again.
+    pub fn crash_and_restart_controller(&mut self) -> Vec<Process> {
+        for p in &mut self.controller {
+            p.kill();
+        }
+        let fresh = start_controller_pod(&self.files, &self.vm, &self.kubeconfig);
+        std::mem::replace(&mut self.controller, fresh)
+    }
+}
+
+/// The driver in controller mode plus csi-provisioner, csi-attacher and csi-resizer.
+fn start_controller_pod(files: &DriverFiles, vm: &str, kubeconfig: &Path) -> Vec<Process> {
+    let env = testenv();
+    let _ = std::fs::remove_file(files.socket("controller"));
+    let driver = files.driver("controller", "controller", vm);
+    let ctl = files.socket("controller");
+    let sidecar = |name: &str, extra: &[&str]| {
+        Process::spawn(
+            name,
+            Command::new(env.tool(name))
+                .arg(format!("--csi-address={}", ctl.display()))
+                .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                .args(["--leader-election=false", "--timeout=30s", "--v=3"])
+                .args(extra),
+        )
+    };
+    vec![
+        driver,
+        sidecar(
+            "csi-provisioner",
+            &[
+                "--extra-create-metadata",
+                "--default-fstype=ext4",
+                "--worker-threads=20",
+            ],
+        ),
+        sidecar("csi-attacher", &[]),
+        sidecar("csi-resizer", &["--handle-volume-inuse-error=false"]),
+    ]
 }
 
 impl Drop for CsiCluster {

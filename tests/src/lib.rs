@@ -21,6 +21,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 
 pub mod ccm;
 pub mod csi;
+pub mod reliability;
 pub mod sim;
 
 /// The running test control plane.
@@ -307,8 +308,32 @@ impl Process {
     }
 }
 
+/// Credentials every e2e test uses; no log may ever contain them.
+pub const TEST_SECRETS: &[&str] = &[
+    "demo-password",
+    "e2e-bearer-token-7f3a9c",
+    "rotated-password-91b2",
+];
+
+/// The secrets found in `text`.
+pub fn leaked_secrets(text: &str) -> Vec<&'static str> {
+    TEST_SECRETS
+        .iter()
+        .copied()
+        .filter(|s| text.contains(s))
+        .collect()
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
+        let leaked = leaked_secrets(&self.logs());
+        if !leaked.is_empty() && !std::thread::panicking() {
+            panic!(
+                "{} logged a secret ({leaked:?}); log: {}",
+                self.name,
+                self.log.display()
+            );
+        }
         if std::thread::panicking() {
             eprintln!(
                 "----- {} log ({}) -----\n{}\n----- end of {} log -----",

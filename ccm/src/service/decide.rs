@@ -46,10 +46,17 @@ pub struct AnnotationError {
 
 impl fmt::Display for AnnotationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Quote at most 64 characters: the value is user input and may be huge.
+        let shown: String = self.value.chars().take(64).collect();
+        let more = if self.value.chars().count() > 64 {
+            "…"
+        } else {
+            ""
+        };
         write!(
             f,
-            "annotation {}: {:?} is not valid; accepted: {}",
-            self.annotation, self.value, self.accepted
+            "annotation {}: {shown:?}{more} is not valid; accepted: {}",
+            self.annotation, self.accepted
         )
     }
 }
@@ -528,6 +535,13 @@ mod tests {
         assert!(parse_annotations(&ann(&[("hostname", "-bad-.example")]), &d).is_err());
         assert!(parse_annotations(&ann(&[("name", "Has Space")]), &d).is_err());
         assert!(parse_annotations(&ann(&[("node-selector", "a b=c")]), &d).is_err());
+        let long = parse_annotations(&ann(&[("name", &"A".repeat(60_000))]), &d).unwrap_err()[0]
+            .to_string();
+        assert!(
+            long.len() < 300,
+            "the value is not quoted whole: {} bytes",
+            long.len()
+        );
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub struct FaultRule {
     /// Share of calls served, then their answer dropped mid-response (the client cannot tell
     /// whether the operation happened).
     pub drop_rate: f64,
+    /// Share of calls answered 429 with `Retry-After: retry_after_seconds` (default 1), on top
+    /// of `error_rate`.
+    pub rate_limit_rate: f64,
+    /// Share of calls delayed by a spike uniformly drawn from [spike_min_ms, spike_max_ms].
+    pub spike_rate: f64,
+    pub spike_min_ms: u64,
+    pub spike_max_ms: u64,
     /// Stop injecting errors/drops after this many (latency keeps applying).
     pub max_faults: Option<u64>,
 }
@@ -84,8 +91,26 @@ impl Faults {
         } else {
             0
         };
-        let delay = Duration::from_millis(rule.latency_ms + jitter);
+        let spike = if rule.spike_rate > 0.0 && rng.f64() < rule.spike_rate {
+            let (lo, hi) = (
+                rule.spike_min_ms.min(rule.spike_max_ms),
+                rule.spike_max_ms.max(rule.spike_min_ms),
+            );
+            rng.u64(lo..=hi)
+        } else {
+            0
+        };
+        let delay = Duration::from_millis(rule.latency_ms + jitter + spike);
         let budget_left = rule.max_faults.is_none_or(|m| *used < m);
+        if budget_left && rule.rate_limit_rate > 0.0 && rng.f64() < rule.rate_limit_rate {
+            *used += 1;
+            let retry_after = Some(rule.retry_after_seconds.unwrap_or(1));
+            return Verdict::Fail {
+                delay,
+                status: 429,
+                retry_after,
+            };
+        }
         if budget_left && rule.error_rate > 0.0 && rng.f64() < rule.error_rate {
             *used += 1;
             return Verdict::Fail {
@@ -204,6 +229,58 @@ mod tests {
                 drop: false
             }
         );
+    }
+
+    #[test]
+    fn combined_rule_mixes_5xx_429_spikes_and_drops() {
+        let mut f = Faults::default();
+        f.seed(3);
+        f.set(
+            "*",
+            FaultRule {
+                error_rate: 0.2,
+                status: Some(503),
+                rate_limit_rate: 0.1,
+                spike_rate: 0.1,
+                spike_min_ms: 1000,
+                spike_max_ms: 3000,
+                drop_rate: 0.05,
+                ..Default::default()
+            },
+        );
+        let (mut e5, mut e429, mut spikes, mut drops) = (0, 0, 0, 0);
+        for _ in 0..10_000 {
+            let v = f.verdict("x");
+            let delay = match &v {
+                Verdict::Fail {
+                    delay,
+                    status: 429,
+                    retry_after: Some(1),
+                } => {
+                    e429 += 1;
+                    *delay
+                }
+                Verdict::Fail {
+                    delay, status: 503, ..
+                } => {
+                    e5 += 1;
+                    *delay
+                }
+                Verdict::Serve { delay, drop } => {
+                    drops += usize::from(*drop);
+                    *delay
+                }
+                other => panic!("{other:?}"),
+            };
+            if delay >= Duration::from_millis(1000) {
+                assert!(delay <= Duration::from_millis(3000));
+                spikes += 1;
+            }
+        }
+        assert!((800..1200).contains(&e429), "{e429}");
+        assert!((1600..2000).contains(&e5), "{e5}");
+        assert!((800..1200).contains(&spikes), "{spikes}");
+        assert!((250..450).contains(&drops), "{drops}");
     }
 
     #[test]

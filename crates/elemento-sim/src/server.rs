@@ -438,6 +438,20 @@ async fn admin_calls(State(s): State<Shared>, Query(q): Query<SinceQuery>) -> An
     ok(serde_json::to_value(calls).unwrap_or_default())
 }
 
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: String,
+}
+
+/// Rotates the account's password (and forgets the login), as an operator would.
+async fn admin_set_password(State(s): State<Shared>, Json(b): Json<PasswordBody>) -> Answer {
+    let mut w = s.world.lock().await;
+    w.scenario.auth.password = b.password;
+    w.logged_in = !w.scenario.auth.require_login;
+    s.save(&w);
+    ok(json!({}))
+}
+
 async fn admin_expire_session(State(s): State<Shared>) -> Answer {
     let mut w = s.world.lock().await;
     w.logged_in = false;
@@ -574,6 +588,7 @@ pub fn router(sim: Shared) -> Router {
         )
         .route("/_sim/calls", get(admin_calls))
         .route("/_sim/session/expire", post(admin_expire_session))
+        .route("/_sim/auth/password", put(admin_set_password))
         .route("/", get(|| async { "This is an Elemento Simulator!" }))
         .layer(middleware::from_fn_with_state(sim.clone(), elemento_layer))
         .with_state(sim)
