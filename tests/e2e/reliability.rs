@@ -209,7 +209,7 @@ async fn faults_and_crashes_converge_without_leaks_duplicates_or_wrong_deletions
         .map(|i| pv_of[&i].clone())
         .collect();
     let sim_ccm = &ccm_env.sim;
-    let converged = wait_for("the end state", Duration::from_secs(300), || async {
+    wait_for("the end state", Duration::from_secs(300), || async {
         let ns = nodes
             .list(
                 &ListParams::default()
@@ -243,7 +243,6 @@ async fn faults_and_crashes_converge_without_leaks_duplicates_or_wrong_deletions
     })
     .await;
     let took = started.elapsed();
-    let _ = converged;
 
     // The end state, precisely.
     let ns = nodes
