@@ -305,3 +305,80 @@ async fn helm_install_runs_the_binaries_with_the_charts_service_accounts_and_uni
         "left behind after helm uninstall:\n{left}"
     );
 }
+
+#[tokio::test]
+async fn kops_addon_manifests_apply_and_their_service_account_runs_the_ccm() {
+    let _s = SERIAL.lock().await;
+    let env = testenv();
+    let kube = env.admin_client().await;
+    let dir = repo_root().join("manifests/kops");
+    let ccm_manifest = dir.join("elemento-cloud-controller.addons.elemento.cloud/k8s-1.29.yaml");
+    let csi_manifest = dir.join("elemento-csi-driver.addons.elemento.cloud/k8s-1.29.yaml");
+    for m in [&ccm_manifest, &csi_manifest] {
+        env.kubectl(&["apply", "-f", m.to_str().unwrap()]);
+    }
+    // The addon's ServiceAccount, with exactly the addon's RBAC, runs the CCM.
+    let sim = SimProcess::start(
+        "vms:\n  - {id: kops-vm, name: kops-node, template: neon}\n",
+        &[],
+    );
+    let token = service_account_token(
+        &kube,
+        "kube-system",
+        "elemento-ccm-elemento-cloud-controller-manager",
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("creds.yaml");
+    std::fs::write(&creds, "username: demo\npassword: demo-password\n").unwrap();
+    let cfg = tmp.path().join("cloud-config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "clusterName: kops\napi:\n  url: {}\n  credentialsFile: {}\n",
+            sim.base_url,
+            creds.display()
+        ),
+    )
+    .unwrap();
+    let _ccm = Process::spawn(
+        "ccm-kops",
+        Command::new(workspace_bin("elemento-cloud-controller-manager"))
+            .arg("--kubeconfig")
+            .arg(env.token_kubeconfig(&token))
+            .arg("--cloud-config")
+            .arg(&cfg)
+            .args([
+                "--leader-elect=false",
+                "--metrics-bind-address",
+                &format!("127.0.0.1:{}", free_port()),
+            ]),
+    );
+    let nodes: Api<Node> = Api::all(kube.clone());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "kops-node"},
+        "spec": {"taints": [{"key": UNINITIALIZED, "value": "true", "effect": "NoSchedule"}]}}))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    wait_for(
+        "the Node to be initialized by the CCM running as the kops addon's ServiceAccount",
+        Duration::from_secs(30),
+        || async {
+            nodes
+                .get("kops-node")
+                .await
+                .ok()
+                .filter(|n| !taint_keys(n).iter().any(|k| k == UNINITIALIZED))
+        },
+    )
+    .await;
+    let _ = env.kubectl(&["delete", "node", "kops-node", "--wait=false"]);
+    // kops prunes by the selector label: deleting by it removes every object of each addon.
+    for addon in [
+        "elemento-cloud-controller.addons.elemento.cloud",
+        "elemento-csi-driver.addons.elemento.cloud",
+    ] {
+        env.kubectl(&["delete", "all,clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts,configmaps,secrets,csidrivers,storageclasses", "-A", "-l", &format!("k8s-addon={addon}"), "--wait=true"]);
+        let left = env.kubectl(&["get", "all,clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts,configmaps,csidrivers,storageclasses", "-A", "-l", &format!("k8s-addon={addon}"), "-o", "name"]);
+        assert!(left.trim().is_empty(), "{addon} left:\n{left}");
+    }
+}
