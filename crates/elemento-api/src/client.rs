@@ -75,9 +75,14 @@ impl Client {
             .connect_timeout(cfg.timeout)
             .pool_idle_timeout(Duration::from_secs(30));
         if let Some(pem) = &cfg.ca_bundle_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| ApiError::Config(format!("CA bundle: {e}")))?
-            {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ApiError::Config(format!("CA bundle: {e}")))?;
+            if certs.is_empty() {
+                return Err(ApiError::Config(
+                    "CA bundle: no PEM certificate found".into(),
+                ));
+            }
+            for cert in certs {
                 b = b.add_root_certificate(cert);
             }
         }
