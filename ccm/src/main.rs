@@ -72,7 +72,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client_cfg = cloud.api.client_config(&user_agent).context("api")?;
     let api = elemento_api::Client::with_observer(client_cfg, Some(Arc::new(api_metrics)))?;
     if let Some(path) = &cloud.api.credentials_file {
-        elemento_api::settings::watch_credentials(api.clone(), path.clone(), credentials_poll());
+        elemento_api::settings::watch_credentials(
+            api.clone(),
+            path.clone(),
+            elemento_api::settings::credentials_poll_interval(),
+        );
     }
 
     let kube_cfg = match &args.kubeconfig {
@@ -171,14 +175,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
     })
     .await;
     Ok(())
-}
-
-/// How often the credentials file is re-read (`ELEMENTO_CREDENTIALS_POLL_SECONDS`, default 10).
-fn credentials_poll() -> Duration {
-    let secs = std::env::var("ELEMENTO_CREDENTIALS_POLL_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(10);
-    Duration::from_secs(secs)
 }

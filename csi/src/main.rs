@@ -100,7 +100,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Some(Arc::new(api_metrics)),
         )?;
         if let Some(p) = &cfg.api.credentials_file {
-            elemento_api::settings::watch_credentials(api.clone(), p.clone(), credentials_poll());
+            elemento_api::settings::watch_credentials(
+                api.clone(),
+                p.clone(),
+                elemento_api::settings::credentials_poll_interval(),
+            );
         }
         let c = ControllerService {
             rpc: rpc.clone(),
@@ -147,14 +151,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     elemento_csi::server::serve(path, identity, controller, node, shutdown).await
-}
-
-/// How often the credentials file is re-read (`ELEMENTO_CREDENTIALS_POLL_SECONDS`, default 10).
-fn credentials_poll() -> Duration {
-    let secs = std::env::var("ELEMENTO_CREDENTIALS_POLL_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(10);
-    Duration::from_secs(secs)
 }

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use elemento_e2e::ccm::{OWNER_LABEL, UNINITIALIZED, taint_keys};
+use elemento_e2e::ccm::{UNINITIALIZED, taint_keys};
 use elemento_e2e::sim::SimProcess;
 use elemento_e2e::{
     Process, TestNamespace, free_port, repo_root, service_account_token, testenv, unique, wait_for,
@@ -236,65 +236,19 @@ async fn helm_install_runs_the_binaries_with_the_charts_service_accounts_and_uni
     helm(&args);
 
     // The CCM, run on the host as the chart's ServiceAccount, initializes a Node.
-    let sim = SimProcess::start(
-        "vms:\n  - {id: pkg-vm, name: pkg-node, template: neon}\n",
-        &[],
-    );
     let token = service_account_token(
         &kube,
         &ns.name,
         &format!("{ccm_rel}-elemento-cloud-controller-manager"),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let creds = dir.path().join("creds");
-    std::fs::create_dir(&creds).unwrap();
-    std::fs::write(creds.join("username"), "demo").unwrap();
-    std::fs::write(creds.join("password"), "demo-password").unwrap();
-    let cfg = dir.path().join("cloud-config.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "clusterName: pkg\napi:\n  url: {}\n  credentialsFile: {}\n",
-            sim.base_url,
-            creds.display()
-        ),
-    )
-    .unwrap();
-    let _ccm = Process::spawn(
-        "ccm-pkg",
-        Command::new(workspace_bin("elemento-cloud-controller-manager"))
-            .arg("--kubeconfig")
-            .arg(env.token_kubeconfig(&token))
-            .arg("--cloud-config")
-            .arg(&cfg)
-            .args([
-                "--leader-elect-resource-namespace",
-                &ns.name,
-                "--metrics-bind-address",
-                &format!("127.0.0.1:{}", free_port()),
-            ]),
-    );
-    let nodes: Api<Node> = Api::all(kube.clone());
-    let node: Node = serde_json::from_value(
-        json!({"metadata": {"name": "pkg-node", "labels": {OWNER_LABEL: ns.name}},
-        "spec": {"taints": [{"key": UNINITIALIZED, "value": "true", "effect": "NoSchedule"}]}}),
-    )
-    .unwrap();
-    nodes.create(&PostParams::default(), &node).await.unwrap();
-    wait_for(
-        "the Node to be initialized by the CCM running as the chart's ServiceAccount",
-        Duration::from_secs(30),
-        || async {
-            nodes
-                .get("pkg-node")
-                .await
-                .ok()
-                .filter(|n| !taint_keys(n).iter().any(|k| k == UNINITIALIZED))
-        },
+    ccm_with_token_initializes_a_node(
+        &kube,
+        &token,
+        "pkg-node",
+        &["--leader-elect-resource-namespace", &ns.name],
     )
     .await;
-    let _ = testenv().kubectl(&["delete", "node", "pkg-node", "--wait=false"]);
 
     // Everything the charts made is gone after uninstall.
     helm(&["uninstall", &ccm_rel, "--namespace", &ns.name, "--wait"]);
@@ -318,60 +272,13 @@ async fn kops_addon_manifests_apply_and_their_service_account_runs_the_ccm() {
         env.kubectl(&["apply", "-f", m.to_str().unwrap()]);
     }
     // The addon's ServiceAccount, with exactly the addon's RBAC, runs the CCM.
-    let sim = SimProcess::start(
-        "vms:\n  - {id: kops-vm, name: kops-node, template: neon}\n",
-        &[],
-    );
     let token = service_account_token(
         &kube,
         "kube-system",
         "elemento-ccm-elemento-cloud-controller-manager",
     )
     .await;
-    let tmp = tempfile::tempdir().unwrap();
-    let creds = tmp.path().join("creds.yaml");
-    std::fs::write(&creds, "username: demo\npassword: demo-password\n").unwrap();
-    let cfg = tmp.path().join("cloud-config.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "clusterName: kops\napi:\n  url: {}\n  credentialsFile: {}\n",
-            sim.base_url,
-            creds.display()
-        ),
-    )
-    .unwrap();
-    let _ccm = Process::spawn(
-        "ccm-kops",
-        Command::new(workspace_bin("elemento-cloud-controller-manager"))
-            .arg("--kubeconfig")
-            .arg(env.token_kubeconfig(&token))
-            .arg("--cloud-config")
-            .arg(&cfg)
-            .args([
-                "--leader-elect=false",
-                "--metrics-bind-address",
-                &format!("127.0.0.1:{}", free_port()),
-            ]),
-    );
-    let nodes: Api<Node> = Api::all(kube.clone());
-    let node: Node = serde_json::from_value(json!({"metadata": {"name": "kops-node"},
-        "spec": {"taints": [{"key": UNINITIALIZED, "value": "true", "effect": "NoSchedule"}]}}))
-    .unwrap();
-    nodes.create(&PostParams::default(), &node).await.unwrap();
-    wait_for(
-        "the Node to be initialized by the CCM running as the kops addon's ServiceAccount",
-        Duration::from_secs(30),
-        || async {
-            nodes
-                .get("kops-node")
-                .await
-                .ok()
-                .filter(|n| !taint_keys(n).iter().any(|k| k == UNINITIALIZED))
-        },
-    )
-    .await;
-    let _ = env.kubectl(&["delete", "node", "kops-node", "--wait=false"]);
+    ccm_with_token_initializes_a_node(&kube, &token, "kops-node", &["--leader-elect=false"]).await;
     // kops prunes by the selector label: deleting by it removes every object of each addon.
     for addon in [
         "elemento-cloud-controller.addons.elemento.cloud",
@@ -381,4 +288,63 @@ async fn kops_addon_manifests_apply_and_their_service_account_runs_the_ccm() {
         let left = env.kubectl(&["get", "all,clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts,configmaps,csidrivers,storageclasses", "-A", "-l", &format!("k8s-addon={addon}"), "-o", "name"]);
         assert!(left.trim().is_empty(), "{addon} left:\n{left}");
     }
+}
+
+/// Runs the CCM on the host with `token` (a ServiceAccount's) against a fresh simulator, and
+/// checks it initializes a Node: proof that the RBAC behind the token is enough.
+async fn ccm_with_token_initializes_a_node(
+    kube: &kube::Client,
+    token: &str,
+    node: &str,
+    extra: &[&str],
+) {
+    let env = testenv();
+    let sim = SimProcess::start(
+        &format!("vms:\n  - {{id: {node}-vm, name: {node}, template: neon}}\n"),
+        &[],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("creds.yaml");
+    std::fs::write(&creds, "username: demo\npassword: demo-password\n").unwrap();
+    let cfg = tmp.path().join("cloud-config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "clusterName: pkg\napi:\n  url: {}\n  credentialsFile: {}\n",
+            sim.base_url,
+            creds.display()
+        ),
+    )
+    .unwrap();
+    let _ccm = Process::spawn(
+        &format!("ccm-{node}"),
+        Command::new(workspace_bin("elemento-cloud-controller-manager"))
+            .arg("--kubeconfig")
+            .arg(env.token_kubeconfig(token))
+            .arg("--cloud-config")
+            .arg(&cfg)
+            .args([
+                "--metrics-bind-address",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .args(extra),
+    );
+    let nodes: Api<Node> = Api::all(kube.clone());
+    let n: Node = serde_json::from_value(json!({"metadata": {"name": node},
+        "spec": {"taints": [{"key": UNINITIALIZED, "value": "true", "effect": "NoSchedule"}]}}))
+    .unwrap();
+    nodes.create(&PostParams::default(), &n).await.unwrap();
+    wait_for(
+        &format!("{node} to be initialized by the CCM running with the ServiceAccount token"),
+        Duration::from_secs(30),
+        || async {
+            nodes
+                .get(node)
+                .await
+                .ok()
+                .filter(|n| !taint_keys(n).iter().any(|k| k == UNINITIALIZED))
+        },
+    )
+    .await;
+    env.kubectl_quiet(&["delete", "node", node, "--wait=false"]);
 }

@@ -178,23 +178,20 @@ impl CcmEnv {
 impl Drop for CcmEnv {
     fn drop(&mut self) {
         let env = testenv();
-        let _ = Command::new(env.tool("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&env.kubeconfig)
-            .args([
-                "delete",
-                "nodes",
-                "-l",
-                &format!("{OWNER_LABEL}={}", self.owner),
-                "--wait=false",
-            ])
-            .output();
-        let _ = Command::new(env.tool("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&env.kubeconfig)
-            .args(["delete", "--ignore-not-found", "--wait=false", "-f"])
-            .arg(&self.rendered)
-            .output();
+        env.kubectl_quiet(&[
+            "delete",
+            "nodes",
+            "-l",
+            &format!("{OWNER_LABEL}={}", self.owner),
+            "--wait=false",
+        ]);
+        env.kubectl_quiet(&[
+            "delete",
+            "--ignore-not-found",
+            "--wait=false",
+            "-f",
+            &self.rendered.display().to_string(),
+        ]);
     }
 }
 

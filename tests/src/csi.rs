@@ -281,17 +281,17 @@ fn start_controller_pod(files: &DriverFiles, vm: &str, kubeconfig: &Path) -> Vec
 impl Drop for CsiCluster {
     fn drop(&mut self) {
         let env = testenv();
-        let _ = Command::new(env.tool("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&env.kubeconfig)
-            .args(["delete", "--ignore-not-found", "--wait=false", "-f"])
-            .arg(&self.rendered)
-            .output();
-        let _ = Command::new(env.tool("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&env.kubeconfig)
-            .args(["delete", "--ignore-not-found", "--wait=false", "-f"])
-            .arg(self.files.dir.path().join("node.yaml"))
-            .output();
+        for f in [
+            self.rendered.clone(),
+            self.files.dir.path().join("node.yaml"),
+        ] {
+            env.kubectl_quiet(&[
+                "delete",
+                "--ignore-not-found",
+                "--wait=false",
+                "-f",
+                &f.display().to_string(),
+            ]);
+        }
     }
 }

@@ -134,6 +134,15 @@ impl TestEnv {
         p
     }
 
+    /// Runs kubectl as admin for a cleanup: errors are ignored (the object may be gone).
+    pub fn kubectl_quiet(&self, args: &[&str]) {
+        let _ = Command::new(self.tool("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output();
+    }
+
     /// Runs kubectl as admin and returns stdout; panics with stderr on failure.
     pub fn kubectl(&self, args: &[&str]) -> String {
         let out = Command::new(self.tool("kubectl"))

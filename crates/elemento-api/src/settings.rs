@@ -143,6 +143,16 @@ impl ApiSettings {
     }
 }
 
+/// How often to re-read the credentials file: `ELEMENTO_CREDENTIALS_POLL_SECONDS`, default 10.
+pub fn credentials_poll_interval() -> Duration {
+    let secs = std::env::var("ELEMENTO_CREDENTIALS_POLL_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(10);
+    Duration::from_secs(secs)
+}
+
 /// Re-reads the credentials every `every` and gives changed ones to `client`. A file that
 /// cannot be read keeps the previous credentials (logged, without the values).
 pub fn watch_credentials(
