@@ -98,9 +98,11 @@ impl Files {
     }
 }
 
-fn start_ccm(files: &Files) -> Process {
+/// The CCM and its metrics port.
+fn start_ccm(files: &Files) -> (Process, u16) {
     let env = testenv();
-    Process::spawn(
+    let port = free_port();
+    let p = Process::spawn(
         "bench-ccm",
         Command::new(workspace_bin("elemento-cloud-controller-manager"))
             .arg("--kubeconfig")
@@ -110,12 +112,19 @@ fn start_ccm(files: &Files) -> Process {
             .args([
                 "--leader-elect=false",
                 "--metrics-bind-address",
-                &format!("127.0.0.1:{}", free_port()),
+                &format!("127.0.0.1:{port}"),
                 "--log-format",
                 "json",
             ])
+            // Extra flags for experiments, e.g. BENCH_CCM_ARGS="--concurrent-node-syncs 32".
+            .args(
+                std::env::var("BENCH_CCM_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .env("RUST_LOG", "warn"),
-    )
+    );
+    (p, port)
 }
 
 fn node_json(name: &str, run: &str, provider_id: Option<&str>, uninitialized: bool) -> Node {
@@ -165,6 +174,21 @@ async fn create_nodes(
         .unwrap_or_default())
 }
 
+/// Deletes every Service of `ns` while the CCM still runs (it removes their LBs and finalizers),
+/// and waits until they are gone, so no namespace is left Terminating.
+async fn delete_services(svcs: &Api<Service>) -> anyhow::Result<()> {
+    svcs.delete_collection(&Default::default(), &ListParams::default())
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !svcs.list(&ListParams::default()).await?.items.is_empty() {
+        if Instant::now() > deadline {
+            bail!("Services were not deleted in time");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
 fn cleanup_nodes(run: &str) {
     let _ = testenv().kubectl(&[
         "delete",
@@ -173,6 +197,35 @@ fn cleanup_nodes(run: &str) {
         &format!("{BENCH_LABEL}={run}"),
         "--wait=false",
     ]);
+}
+
+/// The CCM's reconcile metrics (counts by result, and mean duration), for diagnosis.
+async fn ccm_reconcile_metrics(port: u16) -> BTreeMap<String, f64> {
+    let text = reqwest_get(&format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("ccm_reconcile_total")
+                || l.starts_with("ccm_reconcile_duration_seconds_sum")
+                || l.starts_with("ccm_reconcile_duration_seconds_count")
+        })
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        })
+        .collect()
+}
+
+async fn reqwest_get(url: &str) -> Option<String> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-fsS", url])
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 // ------------------------------------------------------------------ node-init
@@ -186,6 +239,7 @@ pub struct NodeInit {
     pub api_calls_by_route: serde_json::Map<String, Value>,
     pub vm_list_calls_per_node: f64,
     pub ccm: ProcStats,
+    pub ccm_reconcile_metrics: BTreeMap<String, f64>,
 }
 
 /// N Nodes created at once with the uninitialized taint and matching VMs (by name): time from
@@ -198,7 +252,7 @@ pub async fn node_init(n: usize, setup: Setup) -> anyhow::Result<NodeInit> {
     let sim = sim(&vms, setup, &[]).await;
     let files = Files::new(&sim);
     let client = testenv().admin_client().await;
-    let ccm = start_ccm(&files);
+    let (ccm, ccm_port) = start_ccm(&files);
     // Watch first, so no initialization is missed.
     let done: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let api: Api<Node> = Api::all(client.clone());
@@ -251,6 +305,7 @@ pub async fn node_init(n: usize, setup: Setup) -> anyhow::Result<NodeInit> {
     let wall = start.elapsed();
     watch.abort();
     let stats = proc_stats(ccm.pid());
+    let reconcile_metrics = ccm_reconcile_metrics(ccm_port).await;
     let done = done.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut lat: Vec<Duration> = sent
         .iter()
@@ -273,7 +328,38 @@ pub async fn node_init(n: usize, setup: Setup) -> anyhow::Result<NodeInit> {
         api_calls_by_route: by_route,
         vm_list_calls_per_node: lists as f64 / n as f64,
         ccm: stats,
+        ccm_reconcile_metrics: reconcile_metrics,
     })
+}
+
+/// The floor the API server allows: the bench itself does what an ideal CCM would (the status
+/// patch and the taint-removing patch) right after each create, with no cloud call at all.
+pub async fn node_init_api_server_floor(n: usize) -> anyhow::Result<Percentiles> {
+    let run = unique("floor");
+    let client = testenv().admin_client().await;
+    let api: Api<Node> = Api::all(client.clone());
+    let lat = Arc::new(Mutex::new(vec![]));
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (api, lat, run) = (api.clone(), lat.clone(), run.clone());
+            async move {
+                let name = format!("{run}-n{i}");
+                let t0 = Instant::now();
+                api.create(&PostParams::default(), &node_json(&name, &run, None, true)).await?;
+                let st = json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}});
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&st)).await?;
+                let main = json!({"spec": {"providerID": format!("elemento://{name}"), "taints": []}, "metadata": {"labels": {"node.kubernetes.io/instance-type": "neon"}}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&main)).await?;
+                lat.lock().unwrap_or_else(|p| p.into_inner()).push(t0.elapsed());
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(CREATE_PARALLELISM)
+        .try_collect::<Vec<_>>()
+        .await?;
+    cleanup_nodes(&run);
+    let mut l = lat.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(percentiles(&mut l))
 }
 
 // ------------------------------------------------------------------ lb-converge
@@ -313,7 +399,7 @@ pub async fn lb_converge(
         .map(|(id, name)| node_json(name, &run, Some(&format!("elemento://{id}")), false))
         .collect();
     create_nodes(&client, initial, true).await?;
-    let ccm = start_ccm(&files);
+    let (ccm, _) = start_ccm(&files);
     let svcs: Api<Service> = Api::namespaced(client.clone(), &ns.name);
     let start = Instant::now();
     futures::stream::iter((0..services).map(|i| lb_service(&format!("s{i}"))))
@@ -381,6 +467,7 @@ pub async fn lb_converge(
     }
     let new_nodes = start.elapsed();
     let (by_route, total) = api_calls(&sim.counters().await);
+    delete_services(&svcs).await?;
     drop(ccm);
     cleanup_nodes(&run);
     Ok(LbConverge {
@@ -679,7 +766,7 @@ pub async fn steady_state(
     let files = Files::new(&sim);
     let client = testenv().admin_client().await;
     let ns = elemento_e2e::TestNamespace::create(&client, "bench-ss").await;
-    let ccm = start_ccm(&files);
+    let (ccm, _) = start_ccm(&files);
     let socket = files.dir.path().join("controller.sock");
     let csi = start_csi_controller(&files, &socket);
     create_nodes(
@@ -741,6 +828,7 @@ pub async fn steady_state(
     let after = proc_stats(ccm.pid());
     let (by_route, total) = api_calls(&sim.counters().await);
     let csi_stats = proc_stats(csi.pid());
+    delete_services(&svcs).await?;
     cleanup_nodes(&run);
     Ok(SteadyState {
         nodes,

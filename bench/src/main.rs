@@ -71,6 +71,16 @@ async fn main() -> anyhow::Result<()> {
             }));
         }
         r["node_init"] = json!(rows);
+        let mut floors = vec![];
+        for n in [100, 500, 1000] {
+            let f = node_init_api_server_floor(n).await?;
+            eprintln!(
+                "node-init floor {n}: p50 {:.3} p99 {:.3} max {:.3} s",
+                f.p50, f.p99, f.max
+            );
+            floors.push(json!({"nodes": n, "latency_s": f}));
+        }
+        r["node_init_api_server_floor"] = json!(floors);
     }
     if want("lb-converge") {
         let mut rows = vec![];

@@ -359,14 +359,13 @@ impl Drop for Process {
 /// A binary built by this workspace (`target/<profile>/<name>`).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test-binary>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is not built: run `cargo build --workspace --bins` first",
-        p.display()
-    );
+    // Beside the running binary (target/<profile>/bench), or one level up from a test binary
+    // (target/<profile>/deps/<test>).
+    let dir = exe.parent().expect("exe dir");
+    let p = [dir.join(name), dir.parent().map(|d| d.join(name)).unwrap_or_default()]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not built next to {}: run `cargo build --workspace --bins` (with --release for the benchmarks) first", exe.display()));
     p
 }
 

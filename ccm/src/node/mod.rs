@@ -100,10 +100,14 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx) -> Result<Action, Error> {
     );
     let api: Api<Node> = Api::all(ctx.kube.clone());
     let pp = PatchParams::default();
-    api.patch_status(&facts.name, &pp, &Patch::Merge(&patch.status))
+    let after_status = api
+        .patch_status(&facts.name, &pp, &Patch::Merge(&patch.status))
         .await?;
-    api.patch(&facts.name, &pp, &Patch::Merge(&patch.main))
-        .await?;
+    // Guard the main patch with the version our own status patch produced: a change by anyone
+    // else in between still conflicts, ours does not (that cost every Node a retry).
+    let mut main = patch.main;
+    main["metadata"]["resourceVersion"] = serde_json::json!(after_status.metadata.resource_version);
+    api.patch(&facts.name, &pp, &Patch::Merge(&main)).await?;
     if let Some(created) = &node.metadata.creation_timestamp {
         let age = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
         if let Ok(d) = Duration::try_from(age) {

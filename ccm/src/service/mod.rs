@@ -253,39 +253,41 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         )
         .await?;
     }
-    let lb = {
-        let mut cache = state.lbs().await?;
-        match cache.get(&name).cloned() {
-            None => {
-                let lb = ctx.api.create_load_balancer(&desired).await?;
-                info!(lb = %lb.id, name = %name, ip = ?lb.ip, "created load balancer");
-                ctx.event(
-                    &oref,
-                    false,
-                    "EnsuredLoadBalancer",
-                    "EnsureLoadBalancer",
-                    format!("created Elemento load balancer {name} ({})", lb.id),
-                )
-                .await;
-                cache.put(lb.clone());
-                lb
-            }
-            Some(existing) if existing.spec != desired => {
-                let lb = ctx.api.update_load_balancer(&existing.id, &desired).await?;
-                info!(lb = %lb.id, "updated load balancer");
-                ctx.event(
-                    &oref,
-                    false,
-                    "UpdatedLoadBalancer",
-                    "EnsureLoadBalancer",
-                    format!("updated Elemento load balancer {name}"),
-                )
-                .await;
-                cache.put(lb.clone());
-                lb
-            }
-            Some(existing) => existing,
+    // The cache lock is held only to read and to write it, never across an API call: LBs of
+    // different Services are created concurrently (one Service is never reconciled twice at once).
+    let cached = state.lbs().await?.get(&name).cloned();
+    let lb = match cached {
+        None => {
+            let lb = ctx.api.create_load_balancer(&desired).await?;
+            state.lbs.lock().await.put(lb.clone());
+            info!(lb = %lb.id, name = %name, ip = ?lb.ip, "created load balancer");
+            let note = format!("created Elemento load balancer {name} ({})", lb.id);
+            ctx.event(
+                &oref,
+                false,
+                "EnsuredLoadBalancer",
+                "EnsureLoadBalancer",
+                note,
+            )
+            .await;
+            lb
         }
+        Some(existing) if existing.spec != desired => {
+            let lb = ctx.api.update_load_balancer(&existing.id, &desired).await?;
+            state.lbs.lock().await.put(lb.clone());
+            info!(lb = %lb.id, "updated load balancer");
+            let note = format!("updated Elemento load balancer {name}");
+            ctx.event(
+                &oref,
+                false,
+                "UpdatedLoadBalancer",
+                "EnsureLoadBalancer",
+                note,
+            )
+            .await;
+            lb
+        }
+        Some(existing) => existing,
     };
     if svc.annotations().get(ANN_LB_ID) != Some(&lb.id) {
         let patch = json!({"metadata": {"annotations": {ANN_LB_ID: lb.id}}});
@@ -316,30 +318,35 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
 
 async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     let ctx = &state.ctx;
-    let mut cache = state.lbs().await?;
-    let by_annotation = svc
-        .annotations()
-        .get(ANN_LB_ID)
-        .and_then(|id| cache.by_id(id))
-        .cloned();
-    let opts =
-        decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults).ok();
-    let by_name = decide::lb_name(&ctx.settings.cluster_name, svc, opts.as_ref())
-        .and_then(|n| cache.get(&n).cloned());
-    for lb in [by_annotation, by_name].into_iter().flatten() {
+    let (by_annotation, by_name) = {
+        let cache = state.lbs().await?;
+        let by_annotation = svc
+            .annotations()
+            .get(ANN_LB_ID)
+            .and_then(|id| cache.by_id(id))
+            .cloned();
+        let opts =
+            decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults).ok();
+        let by_name = decide::lb_name(&ctx.settings.cluster_name, svc, opts.as_ref())
+            .and_then(|n| cache.get(&n).cloned());
+        (by_annotation, by_name)
+    };
+    let mut found: Vec<LoadBalancer> = [by_annotation, by_name].into_iter().flatten().collect();
+    found.dedup_by(|a, b| a.id == b.id);
+    for lb in found {
         ctx.api.delete_load_balancer(&lb.id).await?;
-        cache.remove_id(&lb.id);
+        state.lbs.lock().await.remove_id(&lb.id);
         info!(lb = %lb.id, "deleted load balancer");
+        let note = format!("deleted Elemento load balancer {}", lb.spec.name);
         ctx.event(
             &svc.object_ref(&()),
             false,
             "DeletedLoadBalancer",
             "DeleteLoadBalancer",
-            format!("deleted Elemento load balancer {}", lb.spec.name),
+            note,
         )
         .await;
     }
-    drop(cache);
     let svcs: Api<Service> =
         Api::namespaced(ctx.kube.clone(), &svc.namespace().unwrap_or_default());
     let name = svc.name_any();
