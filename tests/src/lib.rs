@@ -362,11 +362,10 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     // Beside the running binary (target/<profile>/bench), or one level up from a test binary
     // (target/<profile>/deps/<test>).
     let dir = exe.parent().expect("exe dir");
-    let p = [dir.join(name), dir.parent().map(|d| d.join(name)).unwrap_or_default()]
+    [dir.join(name), dir.parent().map(|d| d.join(name)).unwrap_or_default()]
         .into_iter()
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not built next to {}: run `cargo build --workspace --bins` (with --release for the benchmarks) first", exe.display()));
-    p
+        .unwrap_or_else(|| panic!("{name} is not built next to {}: run `cargo build --workspace --bins` (with --release for the benchmarks) first", exe.display()))
 }
 
 /// A token for ServiceAccount `ns/name` (TokenRequest, one hour).
