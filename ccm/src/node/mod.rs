@@ -103,6 +103,16 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx) -> Result<Action, Error> {
     let after_status = api
         .patch_status(&facts.name, &pp, &Patch::Merge(&patch.status))
         .await?;
+    // A reconcile queued by our own status patch can find the taint already removed by the
+    // previous one: then the Node is done (no second patch, no second latency sample).
+    let still_tainted = after_status
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == UNINITIALIZED_TAINT));
+    if !still_tainted {
+        return Ok(Action::requeue(ctx.settings.node_status_update_frequency));
+    }
     // Guard the main patch with the version our own status patch produced: a change by anyone
     // else in between still conflicts, ours does not (that cost every Node a retry).
     let mut main = patch.main;
