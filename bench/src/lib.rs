@@ -314,6 +314,19 @@ pub async fn node_init(n: usize, setup: Setup) -> anyhow::Result<NodeInit> {
                 .map_or(Duration::ZERO, |t| t.saturating_duration_since(*t0))
         })
         .collect();
+    if let Ok(path) = std::env::var("BENCH_NODE_TRACE") {
+        let mut csv = String::from("node,sent_s,done_s\n");
+        for (name, t0) in &sent {
+            let d = done
+                .get(name)
+                .map_or(-1.0, |t| t.duration_since(start).as_secs_f64());
+            csv.push_str(&format!(
+                "{name},{:.3},{d:.3}\n",
+                t0.duration_since(start).as_secs_f64()
+            ));
+        }
+        let _ = std::fs::write(path, csv);
+    }
     let (by_route, total) = api_calls(&sim.counters().await);
     let lists = by_route
         .get("vm.status")

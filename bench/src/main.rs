@@ -22,6 +22,9 @@ struct Args {
     /// Idle window of the steady-state scenario.
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
+    /// Node counts of node-init (and its API-server floor); fewer for quick experiments.
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 500, 1000])]
+    node_sizes: Vec<usize>,
     /// Where the JSON, Markdown and SVG go.
     #[arg(long, default_value = "docs")]
     out: std::path::PathBuf,
@@ -55,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     r["lb_added_nodes"] = json!(20);
     if want("node-init") {
         let mut rows = vec![];
-        for n in [100, 500, 1000] {
+        for &n in &a.node_sizes {
             let mut runs = vec![];
             for _ in 0..a.runs {
                 let x = node_init(n, setup).await?;
@@ -75,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
         }
         r["node_init"] = json!(rows);
         let mut floors = vec![];
-        for n in [100, 500, 1000] {
+        for &n in &a.node_sizes {
             let f = node_init_api_server_floor(n).await?;
             eprintln!(
                 "node-init floor {n}: p50 {:.3} p99 {:.3} max {:.3} s",

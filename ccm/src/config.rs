@@ -51,7 +51,10 @@ pub struct Args {
     /// Identity in the Lease (default: hostname and a random suffix).
     #[arg(long, env = "POD_NAME")]
     pub leader_elect_identity: Option<String>,
-    #[arg(long, default_value_t = 10)]
+    /// Node initializations in flight. Each costs two Node writes and no cloud call of its own
+    /// (the VM listing is shared), so the API server sets the pace; docs/benchmarks.md has
+    /// 1000 Nodes at 10, 32 and 64.
+    #[arg(long, default_value_t = 64)]
     pub concurrent_node_syncs: u16,
     #[arg(long, default_value_t = 4)]
     pub concurrent_service_syncs: u16,

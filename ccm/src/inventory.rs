@@ -27,11 +27,15 @@ pub struct Inventory {
     client: Client,
     current: Mutex<Option<Arc<Snapshot>>>,
     refresh: tokio::sync::Mutex<()>,
+    /// The templates and until when they are used without asking again.
     templates: Mutex<Option<(Arc<Vec<Template>>, Instant)>>,
+    templates_refresh: tokio::sync::Mutex<()>,
 }
 
 /// Templates change with Elemento releases, not with the cluster.
 const TEMPLATE_TTL: Duration = Duration::from_secs(3600);
+/// After a failed fetch, callers use the fallback this long instead of each asking in turn.
+const TEMPLATE_RETRY: Duration = Duration::from_secs(30);
 
 impl Inventory {
     pub fn new(client: Client) -> Self {
@@ -40,6 +44,7 @@ impl Inventory {
             current: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
             templates: Mutex::new(None),
+            templates_refresh: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -72,29 +77,38 @@ impl Inventory {
         Ok(snap)
     }
 
-    /// The flavour templates; an API failure keeps the previous ones (or none: custom names).
-    pub async fn templates(&self) -> Arc<Vec<Template>> {
-        let cached = self
-            .templates
+    fn cached_templates(&self) -> Option<(Arc<Vec<Template>>, Instant)> {
+        self.templates
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some((t, at)) = &cached
-            && at.elapsed() < TEMPLATE_TTL
-        {
-            return t.clone();
+            .clone()
+    }
+
+    /// The flavour templates; an API failure keeps the previous ones (or none: custom names)
+    /// for a short while. Concurrent callers share one fetch.
+    pub async fn templates(&self) -> Arc<Vec<Template>> {
+        let fresh = |c: &Option<(Arc<Vec<Template>>, Instant)>| {
+            c.as_ref()
+                .filter(|(_, until)| Instant::now() < *until)
+                .map(|(t, _)| t.clone())
+        };
+        if let Some(t) = fresh(&self.cached_templates()) {
+            return t;
         }
-        match self.client.templates().await {
-            Ok(t) => {
-                let t = Arc::new(t);
-                *self.templates.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((t.clone(), Instant::now()));
-                t
-            }
+        let _one_at_a_time = self.templates_refresh.lock().await;
+        let cached = self.cached_templates();
+        if let Some(t) = fresh(&cached) {
+            return t;
+        }
+        let (t, keep) = match self.client.templates().await {
+            Ok(t) => (Arc::new(t), TEMPLATE_TTL),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read VM templates; instance types fall back to custom names");
-                cached.map(|(t, _)| t).unwrap_or_default()
+                (cached.map(|(t, _)| t).unwrap_or_default(), TEMPLATE_RETRY)
             }
-        }
+        };
+        *self.templates.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((t.clone(), Instant::now() + keep));
+        t
     }
 }

@@ -9,5 +9,6 @@ pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod node;
+pub mod nodes;
 pub mod provider_id;
 pub mod service;

@@ -9,10 +9,12 @@ use elemento_ccm::config::{Args, CloudConfig, select_controllers};
 use elemento_ccm::context::{Ctx, Settings};
 use elemento_ccm::leader::{self, LeaderConfig};
 use elemento_ccm::metrics::Metrics;
+use elemento_ccm::nodes::{NodeWatch, reconcile_triggers};
 use elemento_ccm::service::decide::ClassPolicy;
 use elemento_ccm::{lifecycle, node, service};
 use elemento_telemetry::{ApiMetrics, Health};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use prometheus_client::registry::Registry;
 use tracing::{error, info};
@@ -143,12 +145,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let mut tasks = tokio::task::JoinSet::new();
+    // One Node watch for every controller; each subscribes only if it runs.
+    let mut node_watch = NodeWatch::new();
+    let node_store = node_watch.store();
     for c in &controllers {
         let (ctx, stop) = (ctx.clone(), shutdown_signal(&stop_rx));
+        let store = node_store.clone();
         match *c {
-            "cloud-node" => tasks.spawn(node::run(ctx, stop)),
-            "cloud-node-lifecycle" => tasks.spawn(lifecycle::run(ctx, stop)),
-            "service" => tasks.spawn(service::run(ctx, stop)),
+            "cloud-node" => {
+                let triggers = reconcile_triggers(node_watch.subscribe(), store.clone());
+                tasks.spawn(node::run(ctx, triggers, store, stop))
+            }
+            "cloud-node-lifecycle" => {
+                let triggers = reconcile_triggers(node_watch.subscribe(), store.clone());
+                tasks.spawn(lifecycle::run(ctx, triggers, store, stop))
+            }
+            "service" => tasks.spawn(service::run(ctx, store, node_watch.subscribe(), stop)),
             // Elemento's network routes are not documented; the name is reserved.
             "route" => {
                 info!(
@@ -158,6 +170,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             other => anyhow::bail!("controller {other} has no implementation"),
         };
+    }
+    if node_watch.has_subscribers() {
+        let api: Api<Node> = Api::all(kube.clone());
+        tasks.spawn(node_watch.run(api, shutdown_signal(&stop_rx)));
     }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => info!("interrupted"),

@@ -36,7 +36,7 @@ impl Metrics {
         };
         r.register(
             "ccm_reconcile",
-            "Reconciles by controller and result (ok, error)",
+            "Reconciles by controller and result (ok, error, skipped)",
             m.reconciles.clone(),
         );
         r.register(
@@ -50,6 +50,16 @@ impl Metrics {
             m.node_init.clone(),
         );
         m
+    }
+
+    /// A reconcile that found nothing to do before any work (e.g. a version we already wrote past).
+    pub fn skipped(&self, controller: &str) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                controller: controller.into(),
+                result: "skipped".into(),
+            })
+            .inc();
     }
 
     pub fn reconciled(&self, controller: &str, ok: bool, took: Duration) {

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -29,13 +29,15 @@ const GONE_CONFIRMATION: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct Missing(Mutex<HashMap<String, (u64, Instant)>>);
 
+/// Runs on the shared Node cache: `triggers` names the Nodes to reconcile.
 pub async fn run(
     ctx: Arc<Ctx>,
+    triggers: impl Stream<Item = Arc<Node>> + Send + 'static,
+    store: Store<Node>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<Node> = Api::all(ctx.kube.clone());
     let state = Arc::new((ctx, Missing::default()));
-    Controller::new(api, watcher::Config::default())
+    Controller::for_shared_stream(triggers, store)
         .with_config(Config::default().concurrency(state.0.settings.concurrent_node_syncs))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)

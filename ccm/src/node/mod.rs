@@ -3,14 +3,15 @@
 
 pub mod decide;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, instrument};
 
@@ -24,29 +25,119 @@ const INIT_MAX_AGE: Duration = Duration::from_secs(5);
 /// …and one this recent when its VM is not in the older one (it may have just been created).
 const INIT_FRESH: Duration = Duration::from_secs(1);
 
+/// Versions of Nodes this controller has already moved past by its own writes.
+///
+/// Each initialization writes twice (status, then the taint), and each write's watch event
+/// queues a reconcile. The one queued by the status patch usually runs before the taint patch's
+/// event reaches the cache, and would see the Node still tainted: it is skipped here, without
+/// an API call, because the newer version's event is on its way and queues its own reconcile.
+#[derive(Default)]
+pub struct Superseded(Mutex<HashMap<String, (Vec<String>, Instant)>>);
+
+/// A record older than this is dropped (its Node was deleted before its next event).
+const SUPERSEDED_KEEP: Duration = Duration::from_secs(300);
+
+impl Superseded {
+    fn record(&self, node: &str, versions: Vec<String>) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, (_, at)| at.elapsed() < SUPERSEDED_KEEP);
+        m.insert(node.to_string(), (versions, Instant::now()));
+    }
+
+    /// Whether `version` of `node` is one we already wrote past; any other version ends the
+    /// record (the cache has caught up, or someone else changed the Node).
+    fn is_stale(&self, node: &str, version: Option<&str>) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = match (m.get(node), version) {
+            (Some((old, _)), Some(v)) => old.iter().any(|o| o == v),
+            _ => false,
+        };
+        if !stale {
+            m.remove(node);
+        }
+        stale
+    }
+}
+
+pub struct NodeController {
+    ctx: Arc<Ctx>,
+    store: Store<Node>,
+    superseded: Superseded,
+    /// Initializations in flight (`--concurrent-node-syncs`). The controller runtime takes
+    /// waiting Nodes in no particular order when at its own limit, so in a burst the unluckiest
+    /// Node waited as long as the whole burst; this semaphore is first come, first served.
+    init_permits: tokio::sync::Semaphore,
+}
+
+impl NodeController {
+    /// The cache's current version of `node`, which may be newer than the one that was queued.
+    fn latest(&self, node: &Node) -> Option<Arc<Node>> {
+        self.store.get(&ObjectRef::from_obj(node))
+    }
+}
+
+/// Runs on the shared Node cache: `triggers` names the Nodes to reconcile.
 pub async fn run(
     ctx: Arc<Ctx>,
+    triggers: impl Stream<Item = Arc<Node>> + Send + 'static,
+    store: Store<Node>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<Node> = Api::all(ctx.kube.clone());
-    Controller::new(api, watcher::Config::default())
-        .with_config(Config::default().concurrency(ctx.settings.concurrent_node_syncs))
+    let permits = usize::from(ctx.settings.concurrent_node_syncs.max(1));
+    let state = Arc::new(NodeController {
+        ctx,
+        store: store.clone(),
+        superseded: Superseded::default(),
+        init_permits: tokio::sync::Semaphore::new(permits),
+    });
+    // No limit here: every queued Node gets a reconcile at once, and the ones that initialize
+    // line up for `init_permits`; the others (addresses from the cached listing) never wait.
+    Controller::for_shared_stream(triggers, store)
+        .with_config(Config::default().concurrency(0))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, state)
         .for_each(|_| futures::future::ready(()))
         .await;
 }
 
-fn error_policy(node: Arc<Node>, err: &Error, ctx: Arc<Ctx>) -> Action {
+fn error_policy(node: Arc<Node>, err: &Error, state: Arc<NodeController>) -> Action {
+    let ctx = &state.ctx;
     let wait = ctx.backoff(&format!("{NAME}/{}", node.name_any()));
     debug!(node = %node.name_any(), error = %err, ?wait, "node reconcile failed");
     Action::requeue(wait)
 }
 
 #[instrument(skip_all, fields(node = %node.name_any()))]
-async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(node: Arc<Node>, state: Arc<NodeController>) -> Result<Action, Error> {
+    let ctx = &state.ctx;
+    let skip = |n: &Node| {
+        state
+            .superseded
+            .is_stale(&n.name_any(), n.metadata.resource_version.as_deref())
+    };
+    if skip(&node) {
+        ctx.metrics.skipped(NAME);
+        return Ok(Action::await_change());
+    }
+    let mut node = node;
+    let _permit = if NodeFacts::from_node(&node).has_taint(UNINITIALIZED_TAINT) {
+        // Never closed, so acquiring cannot fail.
+        let permit = state.init_permits.acquire().await.ok();
+        // While it waited, the Node may have changed, been initialized or deleted.
+        match state.latest(&node) {
+            Some(n) if skip(&n) => {
+                ctx.metrics.skipped(NAME);
+                return Ok(Action::await_change());
+            }
+            Some(n) => node = n,
+            None => return Ok(Action::await_change()),
+        }
+        permit
+    } else {
+        None
+    };
     let started = Instant::now();
-    let result = reconcile_inner(&node, &ctx).await;
+    let result = reconcile_inner(&node, &state).await;
     ctx.metrics
         .reconciled(NAME, result.is_ok(), started.elapsed());
     if result.is_ok() {
@@ -55,7 +146,8 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     result
 }
 
-async fn reconcile_inner(node: &Node, ctx: &Ctx) -> Result<Action, Error> {
+async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, Error> {
+    let ctx = &state.ctx;
     let facts = NodeFacts::from_node(node);
     if !facts.has_taint(UNINITIALIZED_TAINT) {
         return refresh_addresses(node, &facts, ctx).await;
@@ -113,11 +205,17 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx) -> Result<Action, Error> {
     if !still_tainted {
         return Ok(Action::requeue(ctx.settings.node_status_update_frequency));
     }
+    let mut superseded: Vec<String> = [&node.metadata, &after_status.metadata]
+        .iter()
+        .filter_map(|m| m.resource_version.clone())
+        .collect();
     // Guard the main patch with the version our own status patch produced: a change by anyone
     // else in between still conflicts, ours does not (that cost every Node a retry).
     let mut main = patch.main;
     main["metadata"]["resourceVersion"] = serde_json::json!(after_status.metadata.resource_version);
     api.patch(&facts.name, &pp, &Patch::Merge(&main)).await?;
+    superseded.dedup();
+    state.superseded.record(&facts.name, superseded);
     if let Some(created) = &node.metadata.creation_timestamp {
         let age = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
         if let Ok(d) = Duration::try_from(age) {
@@ -148,4 +246,30 @@ async fn refresh_addresses(node: &Node, facts: &NodeFacts, ctx: &Ctx) -> Result<
         info!(vm = %id, "updated node addresses");
     }
     Ok(Action::requeue(every))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Superseded;
+
+    #[test]
+    fn versions_we_wrote_past_are_stale_until_a_newer_one_is_seen() {
+        let s = Superseded::default();
+        assert!(!s.is_stale("n1", Some("10")), "nothing recorded");
+        s.record("n1", vec!["10".into(), "11".into()]);
+        assert!(s.is_stale("n1", Some("10")));
+        assert!(s.is_stale("n1", Some("11")));
+        assert!(
+            !s.is_stale("n2", Some("11")),
+            "other Nodes are not affected"
+        );
+        // The newer version ended the record: an old one is no longer recognised.
+        assert!(!s.is_stale("n1", Some("12")));
+        assert!(!s.is_stale("n1", Some("10")));
+        s.record("n1", vec!["20".into()]);
+        assert!(
+            !s.is_stale("n1", None),
+            "a version-less object is never skipped"
+        );
+    }
 }

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use elemento_api::types::LoadBalancer;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -24,6 +24,7 @@ use tracing::{info, instrument, warn};
 
 use crate::context::{Ctx, Error};
 use crate::node::decide::{NodeFacts, UNINITIALIZED_TAINT};
+use crate::nodes::NodeEvent;
 use crate::provider_id::{self, ProviderId};
 use decide::{FINALIZER, TargetNode};
 
@@ -115,30 +116,38 @@ fn target_fingerprint(n: &Node) -> String {
     )
 }
 
+/// Runs with the shared Node cache: `node_events` re-reconciles every Service when the set of
+/// eligible Nodes changes (heartbeats change nothing).
 pub async fn run(
     ctx: Arc<Ctx>,
+    nodes: Store<Node>,
+    node_events: tokio::sync::mpsc::Receiver<NodeEvent>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (nodes, writer) = reflector::store();
-    let node_api: Api<Node> = Api::all(ctx.kube.clone());
-    // One trigger per change of any Node's target fingerprint (heartbeats change nothing).
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    let node_changes = watcher(node_api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .try_filter_map(move |ev| {
-            let changed = match &ev {
-                watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
-                    let fp = target_fingerprint(n);
-                    seen.insert(n.name_any(), fp.clone()) != Some(fp)
-                }
-                watcher::Event::Delete(n) => seen.remove(&n.name_any()).is_some(),
-                watcher::Event::InitDone => true,
-                watcher::Event::Init => false,
-            };
-            futures::future::ready(Ok(changed.then_some(())))
-        })
-        .filter_map(|r| futures::future::ready(r.ok()));
+    let store = nodes.clone();
+    let node_changes = futures::stream::unfold(node_events, |mut rx| async move {
+        rx.recv().await.map(|e| (e, rx))
+    })
+    .filter_map(move |ev| {
+        let changed = match &ev {
+            NodeEvent::Applied(n) => {
+                let fp = target_fingerprint(n);
+                seen.insert(n.name_any(), fp.clone()) != Some(fp)
+            }
+            NodeEvent::Deleted(n) => seen.remove(&n.name_any()).is_some(),
+            // Deletions during the gap were not seen one by one: start over from the cache.
+            NodeEvent::Relisted => {
+                seen = store
+                    .state()
+                    .iter()
+                    .map(|n| (n.name_any(), target_fingerprint(n)))
+                    .collect();
+                true
+            }
+        };
+        futures::future::ready(changed.then_some(()))
+    });
     let state = Arc::new(ServiceState {
         ctx: ctx.clone(),
         nodes: nodes.clone(),
@@ -224,6 +233,11 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         };
     let name = decide::lb_name(&ctx.settings.cluster_name, svc, Some(&opts))
         .ok_or_else(|| Error::Retry("the Service has no uid yet".into()))?;
+    // Targets from a Node cache not filled yet would empty the LB; the first full listing
+    // re-reconciles every Service.
+    if state.nodes.wait_until_ready().now_or_never().is_none() {
+        return Ok(Action::await_change());
+    }
     let nodes: Vec<TargetNode> = state.nodes.state().iter().map(|n| target_node(n)).collect();
     let targets = decide::targets(&nodes, &opts.node_selector);
     let desired = match decide::desired_spec(svc, name.clone(), &opts, targets) {
