@@ -431,8 +431,8 @@ pub fn desired_spec(
 
 /// `status.loadBalancer.ingress`: the hostname when one is set (traffic then always goes through
 /// the LB, which proxy protocol needs), else the address.
-pub fn ingress(lb: &LoadBalancer) -> serde_json::Value {
-    match (&lb.spec.hostname, &lb.ip) {
+pub fn ingress(hostname: Option<&str>, ip: Option<&str>) -> serde_json::Value {
+    match (hostname, ip) {
         (Some(h), _) => serde_json::json!([{"hostname": h}]),
         (None, Some(ip)) => serde_json::json!([{"ip": ip, "ipMode": "VIP"}]),
         (None, None) => serde_json::json!([]),

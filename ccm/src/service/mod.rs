@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use elemento_api::types::LoadBalancer;
+use elemento_api::types::{LoadBalancer, LoadBalancerSpec};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -34,10 +34,46 @@ pub const ANN_LB_ID: &str = "service.elemento.cloud/load-balancer-id";
 /// Full re-listing of LBs, to notice ones deleted out of band.
 const LB_CACHE_TTL: Duration = Duration::from_secs(600);
 
+/// What the cache keeps of a load balancer: enough to find it, report its address and tell
+/// whether it matches a desired spec. Not the spec itself: its targets (one VM id per Node, in
+/// every LB) were most of the CCM's memory at 1000 Nodes and 200 LBs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedLb {
+    pub id: String,
+    pub name: String,
+    pub ip: Option<String>,
+    pub hostname: Option<String>,
+    spec_digest: u64,
+}
+
+impl CachedLb {
+    fn new(lb: &LoadBalancer) -> Self {
+        Self {
+            id: lb.id.clone(),
+            name: lb.spec.name.clone(),
+            ip: lb.ip.clone(),
+            hostname: lb.spec.hostname.clone(),
+            spec_digest: spec_digest(&lb.spec),
+        }
+    }
+
+    fn matches(&self, spec: &LoadBalancerSpec) -> bool {
+        self.spec_digest == spec_digest(spec)
+    }
+}
+
+/// A digest of everything in a spec (same spec, same digest within this process).
+fn spec_digest(spec: &LoadBalancerSpec) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(spec).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
 /// Load balancers by name, as last seen.
 #[derive(Default)]
 pub struct LbCache {
-    by_name: Option<(HashMap<String, LoadBalancer>, Instant)>,
+    by_name: Option<(HashMap<String, CachedLb>, Instant)>,
 }
 
 pub struct ServiceState {
@@ -56,8 +92,8 @@ impl ServiceState {
         {
             let list = self.ctx.api.list_load_balancers().await?;
             c.by_name = Some((
-                list.into_iter()
-                    .map(|lb| (lb.spec.name.clone(), lb))
+                list.iter()
+                    .map(|lb| (lb.spec.name.clone(), CachedLb::new(lb)))
                     .collect(),
                 Instant::now(),
             ));
@@ -72,17 +108,17 @@ impl ServiceState {
 }
 
 impl LbCache {
-    fn get(&self, name: &str) -> Option<&LoadBalancer> {
+    fn get(&self, name: &str) -> Option<&CachedLb> {
         self.by_name.as_ref().and_then(|(m, _)| m.get(name))
     }
-    fn by_id(&self, id: &str) -> Option<&LoadBalancer> {
+    fn by_id(&self, id: &str) -> Option<&CachedLb> {
         self.by_name
             .as_ref()
             .and_then(|(m, _)| m.values().find(|l| l.id == id))
     }
-    fn put(&mut self, lb: LoadBalancer) {
+    fn put(&mut self, lb: &LoadBalancer) {
         if let Some((m, _)) = &mut self.by_name {
-            m.insert(lb.spec.name.clone(), lb);
+            m.insert(lb.spec.name.clone(), CachedLb::new(lb));
         }
     }
     fn remove_id(&mut self, id: &str) {
@@ -273,7 +309,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     let lb = match cached {
         None => {
             let lb = ctx.api.create_load_balancer(&desired).await?;
-            state.lbs.lock().await.put(lb.clone());
+            state.lbs.lock().await.put(&lb);
             info!(lb = %lb.id, name = %name, ip = ?lb.ip, "created load balancer");
             let note = format!("created Elemento load balancer {name} ({})", lb.id);
             ctx.event(
@@ -284,11 +320,11 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
                 note,
             )
             .await;
-            lb
+            CachedLb::new(&lb)
         }
-        Some(existing) if existing.spec != desired => {
+        Some(existing) if !existing.matches(&desired) => {
             let lb = ctx.api.update_load_balancer(&existing.id, &desired).await?;
-            state.lbs.lock().await.put(lb.clone());
+            state.lbs.lock().await.put(&lb);
             info!(lb = %lb.id, "updated load balancer");
             let note = format!("updated Elemento load balancer {name}");
             ctx.event(
@@ -299,7 +335,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
                 note,
             )
             .await;
-            lb
+            CachedLb::new(&lb)
         }
         Some(existing) => existing,
     };
@@ -312,7 +348,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         )
         .await?;
     }
-    let ingress = decide::ingress(&lb);
+    let ingress = decide::ingress(lb.hostname.as_deref(), lb.ip.as_deref());
     let current = svc
         .status
         .as_ref()
@@ -345,13 +381,13 @@ async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
             .and_then(|n| cache.get(&n).cloned());
         (by_annotation, by_name)
     };
-    let mut found: Vec<LoadBalancer> = [by_annotation, by_name].into_iter().flatten().collect();
+    let mut found: Vec<CachedLb> = [by_annotation, by_name].into_iter().flatten().collect();
     found.dedup_by(|a, b| a.id == b.id);
     for lb in found {
         ctx.api.delete_load_balancer(&lb.id).await?;
         state.lbs.lock().await.remove_id(&lb.id);
         info!(lb = %lb.id, "deleted load balancer");
-        let note = format!("deleted Elemento load balancer {}", lb.spec.name);
+        let note = format!("deleted Elemento load balancer {}", lb.name);
         ctx.event(
             &svc.object_ref(&()),
             false,
@@ -396,4 +432,33 @@ async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         Err(e) => return Err(e.into()),
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_tells_a_changed_spec_from_the_same_one() {
+        let lb: LoadBalancer = serde_json::from_value(serde_json::json!({
+            "id": "lb-1", "name": "k8s-web", "ip": "100.64.0.10",
+            "listeners": [{"port": 80, "protocol": "tcp", "target_port": 30080}],
+            "targets": ["vm-1", "vm-2"],
+            "health_check": {"protocol": "tcp", "port": 30080, "interval_seconds": 5, "timeout_seconds": 3, "retries": 3},
+            "algorithm": "round_robin", "proxy_protocol": false, "private": false
+        }))
+        .expect("load balancer");
+        let cached = CachedLb::new(&lb);
+        assert_eq!(
+            (cached.id.as_str(), cached.ip.as_deref()),
+            ("lb-1", Some("100.64.0.10"))
+        );
+        assert!(cached.matches(&lb.spec));
+        let mut more = lb.spec.clone();
+        more.targets.push("vm-3".into());
+        assert!(!cached.matches(&more));
+        let mut other_port = lb.spec.clone();
+        other_port.listeners[0].port = 443;
+        assert!(!cached.matches(&other_port));
+    }
 }
