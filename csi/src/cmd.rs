@@ -39,6 +39,7 @@ pub struct HostRunner;
 impl Runner for HostRunner {
     async fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<Output> {
         use tokio::io::AsyncWriteExt;
+        let started = std::time::Instant::now();
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .stdin(if stdin.is_some() {
@@ -61,6 +62,7 @@ impl Runner for HostRunner {
             .wait_with_output()
             .await
             .map_err(|e| CsiError::io(format!("running {program}"), e))?;
+        tracing::debug!(program, took_ms = started.elapsed().as_millis() as u64, code = ?out.status.code(), "ran");
         Ok(Output {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

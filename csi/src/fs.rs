@@ -27,15 +27,16 @@ impl Filesystem for Ext4 {
         "ext4"
     }
     async fn create(&self, r: &dyn Runner, device: &Path) -> Result<()> {
-        // lazy init keeps formatting fast on large volumes; -F because loop devices and files
-        // look like non-disks to mke2fs.
+        // Lazy init keeps formatting fast on large volumes; no discard because only fresh
+        // volumes are formatted (nothing to discard, and discarding a large volume can take
+        // minutes on some backends); -F because loop devices look like non-disks to mke2fs.
         r.ok(
             "mkfs.ext4",
             &[
                 "-F",
                 "-q",
                 "-E",
-                "lazy_itable_init=1,lazy_journal_init=1",
+                "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
                 &s(device),
             ],
             None,
@@ -54,8 +55,11 @@ impl Filesystem for Xfs {
         "xfs"
     }
     async fn create(&self, r: &dyn Runner, device: &Path) -> Result<()> {
-        // Never -f: blkid already found no filesystem, and mkfs.xfs refusing is a safety net.
-        r.ok("mkfs.xfs", &["-q", &s(device)], None).await.map(drop)
+        // Never -f: the probe found nothing, and mkfs.xfs refusing is a safety net. -K: no
+        // discard (see ext4).
+        r.ok("mkfs.xfs", &["-q", "-K", &s(device)], None)
+            .await
+            .map(drop)
     }
     async fn expand(&self, r: &dyn Runner, _device: &Path, mount_point: &Path) -> Result<()> {
         r.ok("xfs_growfs", &[&s(mount_point)], None).await.map(drop)
@@ -68,7 +72,7 @@ impl Filesystem for Btrfs {
         "btrfs"
     }
     async fn create(&self, r: &dyn Runner, device: &Path) -> Result<()> {
-        r.ok("mkfs.btrfs", &["-q", &s(device)], None)
+        r.ok("mkfs.btrfs", &["-q", "-K", &s(device)], None)
             .await
             .map(drop)
     }
@@ -101,7 +105,46 @@ pub enum Probe {
     Other(String),
 }
 
+/// Every format `blkid` would report on a volume writes its signature, or at least some
+/// metadata, in the first or the last 128 KiB: partition tables (MBR, GPT and its backup),
+/// ext*, XFS, btrfs (64 KiB), F2FS, swap, ISO 9660/UDF (32 KiB), LUKS, LVM, md RAID (end),
+/// ZFS (label 0 at the start). A byte that is not zero there sends the device to `blkid`.
+const SIGNATURE_HEAD: u64 = 128 << 10;
+const SIGNATURE_TAIL: u64 = 128 << 10;
+
+/// Whether `device` reads as zeros wherever a signature could be. Reading 256 KiB took under
+/// 1 ms on a loop device; `blkid -p` took 7–20 ms on a fresh 1 GiB volume, as long as
+/// `mkfs.ext4` itself.
+fn reads_as_zeros(device: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(device)?;
+    let len = f.seek(SeekFrom::End(0))?;
+    let head = SIGNATURE_HEAD.min(len);
+    let tail_start = len.saturating_sub(SIGNATURE_TAIL).max(head);
+    let mut buf = vec![0u8; SIGNATURE_HEAD.max(SIGNATURE_TAIL) as usize];
+    for (start, end) in [(0, head), (tail_start, len)] {
+        f.seek(SeekFrom::Start(start))?;
+        let mut left = end - start;
+        while left > 0 {
+            let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+            let chunk = &mut buf[..want];
+            f.read_exact(chunk)?;
+            if chunk.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            left -= want as u64;
+        }
+    }
+    Ok(true)
+}
+
+/// What is on `device`: zeros where signatures live means empty without asking `blkid`;
+/// anything else (or a device we cannot read ourselves) is identified by `blkid -p`.
 pub async fn probe(r: &dyn Runner, device: &Path) -> Result<Probe> {
+    let dev = device.to_path_buf();
+    if let Ok(Ok(true)) = tokio::task::spawn_blocking(move || reads_as_zeros(&dev)).await {
+        return Ok(Probe::Empty);
+    }
     let out = r
         .run("blkid", &["-p", "-o", "export", &s(device)], None)
         .await?;
@@ -154,6 +197,37 @@ mod tests {
         );
         r.answer("blkid", 4, "");
         assert!(probe(&r, Path::new("/dev/x")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_device_of_zeros_is_empty_without_blkid_and_a_signature_asks_blkid() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("disk");
+        let f = std::fs::File::create(&dev).unwrap();
+        f.set_len(8 << 20).unwrap();
+        let r = FakeRunner::default();
+        assert_eq!(probe(&r, &dev).await.unwrap(), Probe::Empty);
+        assert!(r.programs().is_empty(), "no blkid for zeros");
+        // An ext4 magic (offset 1080), then a GPT backup header in the last MiB: each is found.
+        for offset in [1080u64, (8 << 20) - 512] {
+            f.set_len(0).unwrap();
+            f.set_len(8 << 20).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&f, &[0x53, 0xef], offset).unwrap();
+            r.answer("blkid", 0, "TYPE=ext4\nUSAGE=filesystem\n");
+            assert_eq!(
+                probe(&r, &dev).await.unwrap(),
+                Probe::Filesystem("ext4".into())
+            );
+        }
+        assert_eq!(r.programs().len(), 2);
+        // Data between the regions is not a signature: still empty.
+        f.set_len(0).unwrap();
+        f.set_len(8 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"data", 4 << 20).unwrap();
+        assert_eq!(probe(&r, &dev).await.unwrap(), Probe::Empty);
+        // A device smaller than the regions is read whole.
+        f.set_len(4096).unwrap();
+        assert_eq!(probe(&r, &dev).await.unwrap(), Probe::Empty);
     }
 
     #[tokio::test]
