@@ -499,6 +499,10 @@ pub async fn lb_converge(
 #[derive(Debug, Clone, Serialize)]
 pub struct CsiProvision {
     pub pvcs: usize,
+    /// Until csi-provisioner has created every PV (CreateVolume done): the driver's share.
+    pub all_provisioned_s: f64,
+    /// Until every PVC is Bound: adds kube-controller-manager's PV binder, which paces its own
+    /// API writes (client-side 20 QPS by default).
     pub all_bound_s: f64,
     pub api_calls_per_volume: f64,
     pub api_calls_by_route: serde_json::Map<String, Value>,
@@ -574,7 +578,27 @@ pub async fn csi_provision(p: usize, setup: Setup) -> anyhow::Result<CsiProvisio
         .try_collect::<Vec<_>>()
         .await?;
     let deadline = Instant::now() + setup.timeout;
+    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+    let ours = |v: &k8s_openapi::api::core::v1::PersistentVolume| {
+        v.spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref())
+            == Some(run.as_str())
+    };
+    let mut all_provisioned = None;
     loop {
+        if all_provisioned.is_none() {
+            let made = pvs
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|v| ours(v))
+                .count();
+            if made == p {
+                all_provisioned = Some(start.elapsed());
+            }
+        }
         let bound = pvcs
             .list(&ListParams::default())
             .await?
@@ -582,7 +606,7 @@ pub async fn csi_provision(p: usize, setup: Setup) -> anyhow::Result<CsiProvisio
             .iter()
             .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
             .count();
-        if bound == p {
+        if bound == p && all_provisioned.is_some() {
             break;
         }
         if Instant::now() > deadline {
@@ -593,6 +617,23 @@ pub async fn csi_provision(p: usize, setup: Setup) -> anyhow::Result<CsiProvisio
     let all_bound = start.elapsed();
     let (by_route, total) = api_calls(&sim.counters().await);
     let stats = proc_stats(controller.pid());
+    // Delete the volumes while the provisioner runs: a PV left behind would be deleted by the
+    // next run's provisioner and counted there.
+    pvcs.delete_collection(&Default::default(), &ListParams::default())
+        .await?;
+    let deadline = Instant::now() + setup.timeout;
+    while pvs
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .any(ours)
+    {
+        if Instant::now() > deadline {
+            bail!("csi-provision: PVs were not deleted in time");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     env.kubectl(&[
         "delete",
         "-f",
@@ -601,6 +642,7 @@ pub async fn csi_provision(p: usize, setup: Setup) -> anyhow::Result<CsiProvisio
     ]);
     Ok(CsiProvision {
         pvcs: p,
+        all_provisioned_s: all_provisioned.unwrap_or(all_bound).as_secs_f64(),
         all_bound_s: all_bound.as_secs_f64(),
         api_calls_per_volume: total as f64 / p as f64,
         api_calls_by_route: by_route,
