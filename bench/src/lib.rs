@@ -723,40 +723,6 @@ pub async fn csi_node(runs: usize, setup: Setup) -> anyhow::Result<CsiNode> {
             .await?
             .into_inner()
             .publish_context;
-        let staging = files.dir.path().join(format!("s{i}")).display().to_string();
-        let target = files.dir.path().join(format!("t{i}")).display().to_string();
-        let t = Instant::now();
-        node.node_stage_volume(NodeStageVolumeRequest {
-            volume_id: v.volume_id.clone(),
-            publish_context: pc.clone(),
-            staging_target_path: staging.clone(),
-            volume_capability: Some(cap.clone()),
-            ..Default::default()
-        })
-        .await?;
-        node.node_publish_volume(NodePublishVolumeRequest {
-            volume_id: v.volume_id.clone(),
-            publish_context: pc.clone(),
-            staging_target_path: staging.clone(),
-            target_path: target.clone(),
-            volume_capability: Some(cap.clone()),
-            ..Default::default()
-        })
-        .await?;
-        driver_t.push(t.elapsed().as_secs_f64());
-        node.node_unpublish_volume(NodeUnpublishVolumeRequest {
-            volume_id: v.volume_id.clone(),
-            target_path: target,
-        })
-        .await?;
-        node.node_unstage_volume(NodeUnstageVolumeRequest {
-            volume_id: v.volume_id.clone(),
-            staging_target_path: staging,
-        })
-        .await?;
-
-        // The same work done by hand on the same loop device, made fresh again first (the
-        // discard punches the loop file's blocks out: sparse as when the volume was created).
         let serial = pc.get("serial").context("publish context has no serial")?;
         let dev = std::fs::canonicalize(
             files
@@ -765,18 +731,55 @@ pub async fn csi_node(runs: usize, setup: Setup) -> anyhow::Result<CsiNode> {
                 .join(format!("virtio-{serial}")),
         )?;
         let dev = dev.to_str().context("device path")?.to_string();
-        run_ok("blkdiscard", &["-f", &dev])?;
-        let mnt = files.dir.path().join(format!("bare{i}"));
-        std::fs::create_dir_all(&mnt)?;
-        let t = Instant::now();
-        run_ok("mkfs.ext4", &["-F", "-q", &dev])?;
-        run_ok(
-            "mount",
-            &["-t", "ext4", &dev, mnt.to_str().context("path")?],
-        )?;
-        bare_t.push(t.elapsed().as_secs_f64());
-        run_ok("umount", &[mnt.to_str().context("path")?])?;
-
+        // Each run times both on the same loop device, in alternating order (whichever goes
+        // second finds the device discarded: its loop file as sparse as when it was created).
+        for driver_turn in [i % 2 == 0, i % 2 == 1] {
+            if driver_turn {
+                let staging = files.dir.path().join(format!("s{i}")).display().to_string();
+                let target = files.dir.path().join(format!("t{i}")).display().to_string();
+                let t = Instant::now();
+                node.node_stage_volume(NodeStageVolumeRequest {
+                    volume_id: v.volume_id.clone(),
+                    publish_context: pc.clone(),
+                    staging_target_path: staging.clone(),
+                    volume_capability: Some(cap.clone()),
+                    ..Default::default()
+                })
+                .await?;
+                node.node_publish_volume(NodePublishVolumeRequest {
+                    volume_id: v.volume_id.clone(),
+                    publish_context: pc.clone(),
+                    staging_target_path: staging.clone(),
+                    target_path: target.clone(),
+                    volume_capability: Some(cap.clone()),
+                    ..Default::default()
+                })
+                .await?;
+                driver_t.push(t.elapsed().as_secs_f64());
+                node.node_unpublish_volume(NodeUnpublishVolumeRequest {
+                    volume_id: v.volume_id.clone(),
+                    target_path: target,
+                })
+                .await?;
+                node.node_unstage_volume(NodeUnstageVolumeRequest {
+                    volume_id: v.volume_id.clone(),
+                    staging_target_path: staging,
+                })
+                .await?;
+            } else {
+                let mnt = files.dir.path().join(format!("bare{i}"));
+                std::fs::create_dir_all(&mnt)?;
+                let t = Instant::now();
+                run_ok("mkfs.ext4", &["-F", "-q", &dev])?;
+                run_ok(
+                    "mount",
+                    &["-t", "ext4", &dev, mnt.to_str().context("path")?],
+                )?;
+                bare_t.push(t.elapsed().as_secs_f64());
+                run_ok("umount", &[mnt.to_str().context("path")?])?;
+            }
+            run_ok("blkdiscard", &["-f", &dev])?;
+        }
         ctl.controller_unpublish_volume(ControllerUnpublishVolumeRequest {
             volume_id: v.volume_id.clone(),
             node_id: vm.clone(),
