@@ -54,10 +54,10 @@ impl NodeWatch {
 
     /// Every Node event from the start of `run`. Subscribe only for a consumer that runs: the
     /// watch waits for a full subscriber.
-    pub fn subscribe(&mut self) -> mpsc::Receiver<NodeEvent> {
+    pub fn subscribe(&mut self) -> impl Stream<Item = NodeEvent> + Send + 'static {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
         self.subscribers.push(tx);
-        rx
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
     }
 
     pub fn has_subscribers(&self) -> bool {
@@ -108,18 +108,16 @@ impl NodeWatch {
 
 /// The Nodes a controller reconciles for each event: the changed one, or all after a relist.
 pub fn reconcile_triggers(
-    rx: mpsc::Receiver<NodeEvent>,
+    events: impl Stream<Item = NodeEvent> + Send + 'static,
     store: Store<Node>,
 ) -> impl Stream<Item = Arc<Node>> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }).flat_map(
-        move |ev| {
-            futures::stream::iter(match ev {
-                NodeEvent::Applied(n) => vec![n],
-                NodeEvent::Relisted => store.state(),
-                NodeEvent::Deleted(_) => vec![],
-            })
-        },
-    )
+    events.flat_map(move |ev| {
+        futures::stream::iter(match ev {
+            NodeEvent::Applied(n) => vec![n],
+            NodeEvent::Relisted => store.state(),
+            NodeEvent::Deleted(_) => vec![],
+        })
+    })
 }
 
 /// Drops what no controller reads.
@@ -179,17 +177,13 @@ mod tests {
                 serde_json::from_value(json!({"metadata": {"name": name}})).expect("node");
             w.apply_watcher_event(&watcher::Event::Apply(n));
         }
-        let (tx, rx) = mpsc::channel(8);
         let one: Node = serde_json::from_value(json!({"metadata": {"name": "a"}})).expect("node");
-        tx.send(NodeEvent::Applied(Arc::new(one.clone())))
-            .await
-            .expect("send");
-        tx.send(NodeEvent::Deleted(Arc::new(one)))
-            .await
-            .expect("send");
-        tx.send(NodeEvent::Relisted).await.expect("send");
-        drop(tx);
-        let mut names: Vec<String> = reconcile_triggers(rx, w.as_reader())
+        let events = futures::stream::iter([
+            NodeEvent::Applied(Arc::new(one.clone())),
+            NodeEvent::Deleted(Arc::new(one)),
+            NodeEvent::Relisted,
+        ]);
+        let mut names: Vec<String> = reconcile_triggers(events, w.as_reader())
             .map(|n| n.name_any())
             .collect()
             .await;

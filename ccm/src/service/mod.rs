@@ -157,15 +157,12 @@ fn target_fingerprint(n: &Node) -> String {
 pub async fn run(
     ctx: Arc<Ctx>,
     nodes: Store<Node>,
-    node_events: tokio::sync::mpsc::Receiver<NodeEvent>,
+    node_events: impl futures::Stream<Item = NodeEvent> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let store = nodes.clone();
-    let node_changes = futures::stream::unfold(node_events, |mut rx| async move {
-        rx.recv().await.map(|e| (e, rx))
-    })
-    .filter_map(move |ev| {
+    let node_changes = node_events.filter_map(move |ev| {
         let changed = match &ev {
             NodeEvent::Applied(n) => {
                 let fp = target_fingerprint(n);
