@@ -128,19 +128,8 @@ fn start_ccm(files: &Files) -> (Process, u16) {
 }
 
 fn node_json(name: &str, run: &str, provider_id: Option<&str>, uninitialized: bool) -> Node {
-    let taints = if uninitialized {
-        json!([{"key": UNINITIALIZED, "value": "true", "effect": "NoSchedule"}])
-    } else {
-        json!([])
-    };
-    let mut spec = json!({"taints": taints});
-    if let Some(p) = provider_id {
-        spec["providerID"] = json!(p);
-    }
-    serde_json::from_value(
-        json!({"metadata": {"name": name, "labels": {BENCH_LABEL: run}}, "spec": spec}),
-    )
-    .expect("node")
+    let labels = [(BENCH_LABEL.to_string(), run.to_string())].into();
+    elemento_e2e::ccm::node_object(name, labels, provider_id, uninitialized)
 }
 
 /// Creates Nodes concurrently; returns when each create was sent. Ready Nodes get a Ready

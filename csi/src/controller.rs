@@ -135,10 +135,7 @@ impl ControllerService {
     ) -> Result<ControllerPublishVolumeResponse> {
         check_id("volume id", &req.volume_id)?;
         check_id("node id", &req.node_id)?;
-        let cap = req
-            .volume_capability
-            .as_ref()
-            .ok_or_else(|| CsiError::InvalidArgument("volume capability is required".into()))?;
+        let cap = params::required_capability(req.volume_capability.as_ref())?;
         // Multi-node modes are only valid for shareable volumes: that needs the volume.
         let shareable = if params::is_multi_node(cap) {
             self.api.volume_info(&req.volume_id).await?.shareable

@@ -63,10 +63,7 @@ impl NodeService {
     async fn stage(&self, req: NodeStageVolumeRequest) -> Result<NodeStageVolumeResponse> {
         check_id("volume id", &req.volume_id)?;
         let staging = self.path("staging target path", &req.staging_target_path)?;
-        let cap = req
-            .volume_capability
-            .as_ref()
-            .ok_or_else(|| CsiError::InvalidArgument("volume capability is required".into()))?;
+        let cap = params::required_capability(req.volume_capability.as_ref())?;
         let access = params::access(cap, shareable(&req.volume_context))?;
         let _g = self.inflight.try_lock(&req.volume_id)?;
         let Access::Mount { fs_type, flags } = access else {
@@ -134,10 +131,7 @@ impl NodeService {
         check_id("volume id", &req.volume_id)?;
         let target = self.path("target path", &req.target_path)?;
         let staging = self.path("staging target path", &req.staging_target_path)?;
-        let cap = req
-            .volume_capability
-            .as_ref()
-            .ok_or_else(|| CsiError::InvalidArgument("volume capability is required".into()))?;
+        let cap = params::required_capability(req.volume_capability.as_ref())?;
         let access = params::access(cap, shareable(&req.volume_context))?;
         let read_only = req.readonly || params::is_read_only_mode(cap);
         let _g = self.inflight.try_lock(&req.volume_id)?;

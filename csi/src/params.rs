@@ -161,6 +161,11 @@ pub fn is_read_only_mode(cap: &VolumeCapability) -> bool {
     )
 }
 
+/// The capability a request must carry (stage, publish, attach).
+pub fn required_capability(cap: Option<&VolumeCapability>) -> Result<&VolumeCapability> {
+    cap.ok_or_else(|| CsiError::InvalidArgument("volume capability is required".into()))
+}
+
 /// Checks one capability against what Elemento volumes can do: any single-node mode; multi-node
 /// modes only for shareable volumes used as raw block devices (a filesystem mounted by two VMs at
 /// once is corrupted).

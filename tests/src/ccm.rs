@@ -125,18 +125,7 @@ impl CcmEnv {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         l.insert(OWNER_LABEL.into(), self.owner.clone());
-        let taints = if uninitialized {
-            json!([{"key": UNINITIALIZED, "value": "true", "effect": "NoSchedule"}])
-        } else {
-            json!([])
-        };
-        let mut spec = json!({"taints": taints});
-        if let Some(p) = provider_id {
-            spec["providerID"] = json!(p);
-        }
-        let n: Node =
-            serde_json::from_value(json!({"metadata": {"name": name, "labels": l}, "spec": spec}))
-                .expect("node");
+        let n = node_object(name, l, provider_id, uninitialized);
         let created = nodes
             .create(&PostParams::default(), &n)
             .await
@@ -212,4 +201,25 @@ pub fn label<'a>(n: &'a Node, k: &str) -> Option<&'a str> {
         .as_ref()
         .and_then(|l| l.get(k))
         .map(String::as_str)
+}
+
+/// A Node as a kubelet started with `--cloud-provider=external` registers it: optionally with
+/// a providerID, optionally carrying the uninitialized taint.
+pub fn node_object(
+    name: &str,
+    labels: BTreeMap<String, String>,
+    provider_id: Option<&str>,
+    uninitialized: bool,
+) -> Node {
+    let taints = if uninitialized {
+        json!([{"key": UNINITIALIZED, "value": "true", "effect": "NoSchedule"}])
+    } else {
+        json!([])
+    };
+    let mut spec = json!({"taints": taints});
+    if let Some(p) = provider_id {
+        spec["providerID"] = json!(p);
+    }
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "spec": spec}))
+        .expect("node")
 }
