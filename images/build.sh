@@ -8,6 +8,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 out=$root/target/images; ctx=$out/context
 version=$(awk -F'"' '/^version/ {print $2; exit}' Cargo.toml)
+# The repository the charts reference (their image.repository defaults): the archives carry that
+# name, so a node that imports them (tests/env/node-up.sh) runs the charts unchanged.
+repository=ghcr.io/elemento-modular-cloud
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 need=()
 for p in buildah mmdebstrap ca-certificates; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
@@ -26,21 +29,32 @@ for b in elemento-cloud-controller-manager elemento-csi-driver; do
 done
 cp /etc/ssl/certs/ca-certificates.crt "$ctx/"
 echo "nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin" > "$ctx/passwd"
-if [ ! -s "$out/rootfs.tar" ]; then
+rootfs=$root/target/image-rootfs/rootfs.tar   # cached apart: $out holds only image archives
+mkdir -p "$(dirname "$rootfs")"
+if [ ! -s "$rootfs" ]; then
   log "mmdebstrap node rootfs"
   mmdebstrap --quiet --variant=essential --mode=root \
     --include=e2fsprogs,xfsprogs,btrfs-progs,util-linux,mount,cryptsetup-bin \
     --dpkgopt='path-exclude=/usr/share/{doc,man,locale,info}/*' \
-    bookworm "$out/rootfs.tar"
+    bookworm "$rootfs"
 fi
-cp "$out/rootfs.tar" "$ctx/rootfs.tar"
+cp "$rootfs" "$ctx/rootfs.tar"
+# Unchanged inputs (binaries, Containerfiles, rootfs, this script): the archives are current.
+stamp=$( (cd "$ctx" && sha256sum elemento-cloud-controller-manager elemento-csi-driver rootfs.tar) | sha256sum | cut -c1-16)
+stamp="$stamp-$(cat images/Containerfile.* "$0" | sha256sum | cut -c1-16)"
+if [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] \
+   && [ -s "$out/elemento-cloud-controller-manager.tar" ] && [ -s "$out/elemento-csi-driver.tar" ] && [ -s "$out/elemento-csi-driver-node.tar" ]; then
+  log "images are current (inputs unchanged)"
+  exit 0
+fi
+rm -f "$out/stamp"
 B=(buildah --storage-driver vfs)
 build() { # image containerfile [build-arg]
   local image=$1 file=$2; shift 2
   log "buildah $image"
   "${B[@]}" bud --quiet --format oci -f "images/$file" "$@" -t "localhost/$image:$version" "$ctx" >/dev/null
   rm -f "$out/$image.tar"
-  "${B[@]}" push --quiet "localhost/$image:$version" "oci-archive:$out/$image.tar:$image:$version" >/dev/null
+  "${B[@]}" push --quiet "localhost/$image:$version" "oci-archive:$out/$image.tar:$repository/$image:$version" >/dev/null
   "${B[@]}" rmi "localhost/$image:$version" >/dev/null 2>&1 || true
 }
 build elemento-cloud-controller-manager Containerfile.scratch --build-arg BINARY=elemento-cloud-controller-manager
@@ -64,3 +78,4 @@ check elemento-csi-driver-node "" /usr/sbin/mkfs.ext4 /usr/sbin/mkfs.xfs /usr/sb
 for i in elemento-cloud-controller-manager elemento-csi-driver elemento-csi-driver-node; do
   printf '%-36s %s\n' "$i.tar" "$(du -h "$out/$i.tar" | cut -f1)"
 done
+echo "$stamp" > "$out/stamp"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The project's test command: builds the test control plane (cached), brings it up, runs format
-# and lint checks, the unit tests and the e2e tests, and always tears the environment down.
+# The project's test command: builds the test control plane and node tier (cached), brings the
+# control plane up, runs format and lint checks, builds the images (the in-cluster tier runs
+# them), runs the unit, e2e and in-cluster tests, and always tears the environment down.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 start=$SECONDS
-bash tests/env/install.sh >/dev/null
+bash tests/env/install.sh | grep '^\[install\]'
 echo "[run-all] test environment installed ($((SECONDS - start)) s)"
 # An environment of its own (directory and ports), so a developer's running one is untouched.
 export TESTENV_DIR=${TESTENV_DIR:-/tmp/elemento-testenv-$$}
@@ -18,12 +19,11 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "[run-all] fmt and clippy clean ($((SECONDS - start)) s)"
 cargo build --workspace --bins --quiet
+# The images: static release build, mmdebstrap rootfs, buildah, checks of the result. The
+# in-cluster tier and the run command's test import them into the test node's containerd.
+bash images/build.sh
+echo "[run-all] images built and checked ($((SECONDS - start)) s)"
 cargo test --workspace --no-fail-fast "$@"
 # docs/reliability.md is generated from what the reliability tests recorded in this run.
 cargo run -q -p elemento-e2e --bin reliability-report
-# The image tier: static release build, mmdebstrap rootfs, buildah, and checks of the result.
-if [ -z "${SKIP_IMAGES:-}" ]; then
-  bash images/build.sh
-  echo "[run-all] images built and checked ($((SECONDS - start)) s)"
-fi
 echo "[run-all] done ($((SECONDS - start)) s)"

@@ -11,10 +11,14 @@ use serde::Deserialize;
 
 use crate::service::decide::LbDefaults;
 
-/// The controllers this binary knows, by their upstream names.
-pub const CONTROLLERS: &[&str] = &["cloud-node", "cloud-node-lifecycle", "service", "route"];
-/// Not run unless named explicitly: Elemento network routes are not documented yet.
-pub const DISABLED_BY_DEFAULT: &[&str] = &["route"];
+/// The controllers this binary runs, by their upstream names.
+pub const CONTROLLERS: &[&str] = &["cloud-node", "cloud-node-lifecycle", "service"];
+/// Upstream controller names this binary does not implement, with the reason. Naming one is a
+/// start-up error: accepting it and doing nothing would look like a working controller.
+pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[(
+    "route",
+    "Elemento has no documented network route API; use a CNI that does not need cloud routes",
+)];
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -106,16 +110,21 @@ pub fn select_controllers(spec: &str) -> Result<Vec<&'static str>, String> {
             None => (false, item),
         };
         if name == "*" && !neg {
-            on.extend(
-                CONTROLLERS
-                    .iter()
-                    .filter(|c| !DISABLED_BY_DEFAULT.contains(c)),
-            );
+            on.extend(CONTROLLERS.iter());
             continue;
+        }
+        if let Some((_, why)) = NOT_IMPLEMENTED.iter().find(|(n, _)| *n == name) {
+            if neg {
+                continue; // turning off what never runs is harmless
+            }
+            return Err(format!(
+                "--controllers: {name:?} is not implemented ({why}); valid: *, {}",
+                CONTROLLERS.join(", ")
+            ));
         }
         let known = CONTROLLERS.iter().find(|c| **c == name).ok_or_else(|| {
             format!(
-                "--controllers: unknown controller {name:?}; known: *, {}",
+                "--controllers: unknown controller {name:?}; valid: *, {}",
                 CONTROLLERS.join(", ")
             )
         })?;
@@ -201,13 +210,19 @@ mod tests {
             ["cloud-node", "cloud-node-lifecycle"]
         );
         assert_eq!(
-            select_controllers("service,route").unwrap(),
-            ["route", "service"]
+            select_controllers("*,-route").unwrap(),
+            ["cloud-node", "cloud-node-lifecycle", "service"]
+        );
+        let e = select_controllers("service,route").unwrap_err();
+        assert!(
+            e.contains("\"route\" is not implemented")
+                && e.contains("valid: *, cloud-node, cloud-node-lifecycle, service"),
+            "{e}"
         );
         assert!(
             select_controllers("*,nodes")
                 .unwrap_err()
-                .contains("known: *, cloud-node")
+                .contains("valid: *, cloud-node")
         );
     }
 

@@ -161,13 +161,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 tasks.spawn(lifecycle::run(ctx, triggers, store, stop))
             }
             "service" => tasks.spawn(service::run(ctx, store, node_watch.subscribe(), stop)),
-            // Elemento's network routes are not documented; the name is reserved.
-            "route" => {
-                info!(
-                    "the route controller is not implemented yet (Elemento network routes are undocumented)"
-                );
-                continue;
-            }
             other => anyhow::bail!("controller {other} has no implementation"),
         };
     }

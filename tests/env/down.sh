@@ -3,7 +3,11 @@
 set -uo pipefail
 DIR=${TESTENV_DIR:-/tmp/elemento-testenv}
 [ -d "$DIR" ] || exit 0
-for name in kube-controller-manager kube-apiserver etcd; do
+# A node of this control plane (node-up.sh) goes first: its pods must stop before the API does.
+if [ "$(cat /run/elemento-testenv-node/owner 2>/dev/null)" = "$DIR" ]; then
+  bash "$(dirname "$0")/node-down.sh"
+fi
+for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
   f="$DIR/$name.pid"
   [ -f "$f" ] || continue
   pid=$(cat "$f")

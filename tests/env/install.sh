@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes test control plane and CSI tools from the Go module proxy
-# (and etcd from Debian), once per pinned version, into $TESTENV_CACHE/bin.
+# Builds the real Kubernetes test control plane, the node tier (containerd, kubelet) and the CSI
+# tools from the Go module proxy (etcd, runc and the CNI plugins from Debian, the two CSI node
+# sidecars from the sources in ../shared/tools), once per pinned version, into $TESTENV_CACHE/bin.
+# Each build logs to $TESTENV_CACHE/logs/<tool>.log; stdout gets one line per tool with its time.
 # Re-running with everything cached takes seconds. No binary is ever committed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,16 +11,32 @@ source "$here/versions.env"
 
 CACHE=${TESTENV_CACHE:-$HOME/.cache/elemento-testenv}
 BIN=$CACHE/bin
-mkdir -p "$BIN" "$CACHE/wrap"
+LOGS=$CACHE/logs
+SHARED=${ELEMENTO_SHARED_DIR:-$(cd "$here/../../.." && pwd)/shared}
+mkdir -p "$BIN" "$CACHE/wrap" "$LOGS"
 export GOMODCACHE=$CACHE/gomod GOCACHE=$CACHE/gobuild CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 log() { printf '[install %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# One line per tool on stdout; the build's own output goes to its log file (shown on failure).
+step() { # name function args...
+  local name=$1 t0=$SECONDS rc; shift
+  # A subshell with errexit of its own: inside an `if`, bash would ignore `set -e`.
+  set +e; ( set -e; "$@" ) > "$LOGS/$name.log" 2>&1; rc=$?; set -e
+  if [ $rc -eq 0 ]; then
+    printf '[install] %-28s %4d s\n' "$name" $((SECONDS - t0))
+  else
+    printf '[install] %-28s FAILED after %d s; last lines of %s:\n' "$name" $((SECONDS - t0)) "$LOGS/$name.log"
+    tail -n 40 "$LOGS/$name.log"
+    return 1
+  fi
+}
 
 # A binary is up to date when its stamp file holds the wanted version.
 fresh() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/$1.version" 2>/dev/null)" = "$2" ]; }
 stamp() { echo "$2" > "$BIN/$1.version"; }
 
 install_apt_packages() {
-  local want=(e2fsprogs xfsprogs btrfs-progs util-linux openssl jq curl mount)
+  local want=(e2fsprogs xfsprogs btrfs-progs util-linux openssl jq curl mount
+              runc containernetworking-plugins iptables busybox-static buildah mmdebstrap ca-certificates)
   local missing=()
   for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -94,7 +112,7 @@ install_go_tool() { # module version package-path
 
 install_kubernetes() {
   local need=()
-  for b in kube-apiserver kube-controller-manager kubectl; do fresh "$b" "$K8S_VERSION" || need+=("cmd/$b"); done
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do fresh "$b" "$K8S_VERSION" || need+=("cmd/$b"); done
   [ ${#need[@]} -eq 0 ] || build_wrapped k8s.io/kubernetes "$K8S_VERSION" "${need[@]}"
 }
 
@@ -102,16 +120,59 @@ install_sidecar() { # module version cmd-name
   fresh "$3" "$2" || build_wrapped "$1" "$2" "cmd/$3"
 }
 
+# containerd 2 and its runc shim (Debian has containerd 1.x only, which Kubernetes 1.37 drops).
+install_containerd() {
+  local b
+  for b in containerd containerd-shim-runc-v2 ctr; do
+    install_go_tool "$CONTAINERD_MODULE" "$CONTAINERD_VERSION" "cmd/$b"
+  done
+}
+
+# A source tarball from ../shared/tools, checked against its SHA256SUMS, built with `go build`.
+install_from_shared() { # dir tarball-prefix version cmd-name
+  local dir=$1 prefix=$2 version=$3 name=$4 tarball src
+  fresh "$name" "$version" && return 0
+  tarball="$SHARED/tools/$dir/$prefix-$version-src.tar.gz"
+  [ -f "$tarball" ] || { log "missing $tarball (the shared tools folder next to the project)"; return 1; }
+  (cd "$SHARED/tools/$dir" && grep " $(basename "$tarball")\$" SHA256SUMS | sha256sum -c --quiet -)
+  src=$CACHE/src; rm -rf "${src:?}/$prefix-$version"; mkdir -p "$src"
+  tar xzf "$tarball" -C "$src"
+  (cd "$src/$prefix-$version" && go build -trimpath -ldflags "-s -w" -o "$BIN/$name" "./cmd/$name")
+  stamp "$name" "$version"
+}
+
+# The pod sandbox's PID 1 (tests/env/pause), built as a static binary for the pause image.
+install_pause() {
+  local version; version=$(sha256sum "$here/pause/main.go" | cut -c1-16)
+  fresh pause "$version" && return 0
+  (cd "$here/pause" && GOFLAGS= go build -trimpath -ldflags "-s -w" -o "$BIN/pause" main.go)
+  stamp pause "$version"
+}
+
+# Every step, in order: name and command. `install.sh NAME...` runs only the named steps.
+STEPS=(
+  "apt-packages install_apt_packages"
+  "etcd install_etcd"
+  "kubernetes install_kubernetes"
+  "csi-sanity install_go_tool $CSI_SANITY_MODULE $CSI_SANITY_VERSION cmd/csi-sanity"
+  "csi-resizer install_go_tool $CSI_RESIZER_MODULE $CSI_RESIZER_VERSION cmd/csi-resizer"
+  "csi-provisioner install_sidecar $CSI_PROVISIONER_MODULE $CSI_PROVISIONER_VERSION csi-provisioner"
+  "csi-attacher install_sidecar $CSI_ATTACHER_MODULE $CSI_ATTACHER_VERSION csi-attacher"
+  "helm install_go_tool $HELM_MODULE $HELM_VERSION cmd/helm"
+  "containerd install_containerd"
+  "csi-node-driver-registrar install_from_shared csi-sidecars node-driver-registrar $NODE_DRIVER_REGISTRAR_VERSION csi-node-driver-registrar"
+  "livenessprobe install_from_shared csi-sidecars livenessprobe $LIVENESSPROBE_VERSION livenessprobe"
+  "pause install_pause"
+)
+
 main() {
-  local start=$SECONDS
-  install_apt_packages
-  install_etcd
-  install_kubernetes
-  install_go_tool "$CSI_SANITY_MODULE" "$CSI_SANITY_VERSION" cmd/csi-sanity
-  install_go_tool "$CSI_RESIZER_MODULE" "$CSI_RESIZER_VERSION" cmd/csi-resizer
-  install_sidecar "$CSI_PROVISIONER_MODULE" "$CSI_PROVISIONER_VERSION" csi-provisioner
-  install_sidecar "$CSI_ATTACHER_MODULE" "$CSI_ATTACHER_VERSION" csi-attacher
-  install_go_tool "$HELM_MODULE" "$HELM_VERSION" cmd/helm
+  local start=$SECONDS entry name
+  for entry in "${STEPS[@]}"; do
+    read -r -a cmd <<<"$entry"
+    name=${cmd[0]}
+    if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
+    step "${cmd[@]}"
+  done
   log "all components in $BIN ($((SECONDS - start)) s)"
   echo "$BIN"
 }

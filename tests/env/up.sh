@@ -2,6 +2,9 @@
 # Starts etcd, kube-apiserver (RBAC, service-account keys, token auth) and kube-controller-manager
 # on 127.0.0.1. Idempotent: when the environment is already up it only prints where it is.
 # Writes $TESTENV_DIR/kubeconfig and $TESTENV_DIR/env; `down.sh` stops exactly what this started.
+# TESTENV_PROFILE=cluster adds what real pods need (node-up.sh then adds a kubelet): kube-scheduler,
+# and the controllers for workloads, node lifecycle, attach/detach and the kube-root-ca.crt
+# ConfigMap. The default profile keeps the few controllers the host-process tests expect.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/versions.env"
@@ -11,16 +14,21 @@ DIR=${TESTENV_DIR:-/tmp/elemento-testenv}
 ETCD_PORT=${TESTENV_ETCD_PORT:-23790}
 ETCD_PEER_PORT=${TESTENV_ETCD_PEER_PORT:-$((ETCD_PORT + 10))}
 API_PORT=${TESTENV_APISERVER_PORT:-16443}
+PROFILE=${TESTENV_PROFILE:-default}
+case "$PROFILE" in default|cluster) ;; *) echo "TESTENV_PROFILE: default or cluster, not $PROFILE" >&2; exit 1;; esac
 log() { printf '[up %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-for b in etcd kube-apiserver kube-controller-manager kubectl; do
+components=(etcd kube-apiserver kube-controller-manager)
+[ "$PROFILE" = cluster ] && components+=(kube-scheduler)
+for b in "${components[@]}" kubectl; do
   [ -x "$BIN/$b" ] || { log "missing $BIN/$b: run tests/env/install.sh first"; exit 1; }
 done
 
 alive() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
 ready() { "$BIN/kubectl" --kubeconfig "$DIR/kubeconfig" get --raw=/readyz >/dev/null 2>&1; }
 
-if alive etcd && alive kube-apiserver && alive kube-controller-manager && ready; then
+all_alive() { for c in "${components[@]}"; do alive "$c" || return 1; done; }
+if all_alive && ready; then
   log "already up"
   cat "$DIR/env"
   exit 0
@@ -90,11 +98,25 @@ KC
 chmod 600 "$DIR/kubeconfig"
 wait_for kube-apiserver 60 ready
 
+controllers=persistentvolume-binder-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,serviceaccount-controller,namespace-controller,garbage-collector-controller
+kcm_extra=()
+if [ "$PROFILE" = cluster ]; then
+  controllers+=,daemonset-controller,deployment-controller,replicaset-controller,statefulset-controller
+  controllers+=,node-lifecycle-controller,persistentvolume-attach-detach-controller,pod-garbage-collector-controller
+  controllers+=,endpointslice-controller,root-ca-certificate-publisher-controller
+  # The API server's self-signed serving certificate bundle is the cluster CA pods verify against.
+  kcm_extra+=(--root-ca-file "$DIR/pki/apiserver.crt")
+fi
 start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$DIR/kubeconfig" \
   --leader-elect=false --secure-port=0 --use-service-account-credentials=false \
-  --controllers=persistentvolume-binder-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,serviceaccount-controller,namespace-controller,garbage-collector-controller
+  --controllers="$controllers" "${kcm_extra[@]}"
 # The controller manager is ready when it has created the default ServiceAccount.
 wait_for kube-controller-manager 60 "$BIN/kubectl" --kubeconfig "$DIR/kubeconfig" -n default get serviceaccount default
+
+if [ "$PROFILE" = cluster ]; then
+  start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$DIR/kubeconfig" --leader-elect=false \
+    --secure-port=0
+fi
 
 cat > "$DIR/env" <<ENV
 KUBECONFIG=$DIR/kubeconfig

@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 
 pub mod ccm;
+pub mod cluster;
 pub mod csi;
 pub mod reliability;
 pub mod sim;
@@ -391,8 +392,9 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// True when running as root. Tests that mount or use loop devices call this: without root they
-/// are skipped locally with the reason printed, and fail under CI (where they must run).
+/// Asserts that the test runs as root (loop devices, mkfs, mount, the kubelet), failing with the
+/// reason otherwise: tests never skip silently. Returns true, so `if !require_root(..) { return }`
+/// call sites read naturally.
 pub fn require_root(test: &str) -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -402,13 +404,10 @@ pub fn require_root(test: &str) -> bool {
                 .map(|l| l.split_whitespace().nth(2) == Some("0"))
         })
         .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test} needs root (loop devices, mkfs, mount) and CI must run it"
-        );
-        eprintln!("SKIPPED {test}: needs root (loop devices, mkfs, mount)");
-    }
+    assert!(
+        root,
+        "{test} needs root (loop devices, mkfs, mount, kubelet): run the tests as root"
+    );
     root
 }
 

@@ -13,6 +13,24 @@ pub const OUT_OF_SERVICE_VALUE: &str = "elemento-vm-shut-off";
 /// When the CCM first saw the VM shut off (RFC 3339), for the out-of-service delay.
 pub const ANN_SHUT_OFF_SINCE: &str = "node.elemento.cloud/shut-off-since";
 
+/// The annotation's value: RFC 3339 in UTC, to the second (`2026-12-02T10:36:49Z`).
+pub fn format_shut_off_since(t: jiff::Timestamp) -> String {
+    t.round(jiff::Unit::Second)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Seconds since the Unix epoch from the annotation: RFC 3339, or the bare Unix seconds that
+/// versions before 0.2 wrote (a Node annotated by them keeps its shut-off clock across the upgrade).
+/// Anything else is ignored (the clock restarts), never an error.
+pub fn parse_shut_off_since(s: &str) -> Option<i64> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Some(t.as_second());
+    }
+    s.parse::<u64>().ok().and_then(|n| i64::try_from(n).ok())
+}
+
 /// What the inventory says about the Node's VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmState {
@@ -116,6 +134,21 @@ pub fn is_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shut_off_since_is_rfc3339_and_reads_the_old_unix_form() {
+        let t: jiff::Timestamp = "2026-12-02T10:36:49.700Z".parse().unwrap();
+        let text = super::format_shut_off_since(t);
+        assert_eq!(text, "2026-12-02T10:36:50Z");
+        assert_eq!(super::parse_shut_off_since(&text), Some(t.as_second() + 1));
+        assert_eq!(
+            super::parse_shut_off_since("1796207809"),
+            Some(1_796_207_809),
+            "Unix seconds written by 0.1"
+        );
+        assert_eq!(super::parse_shut_off_since("yesterday"), None);
+        assert_eq!(super::parse_shut_off_since("-5"), None);
+    }
+
     use super::*;
 
     fn node(taints: Vec<Value>) -> NodeFacts {

@@ -65,12 +65,6 @@ async fn reconcile(node: Arc<Node>, state: State) -> Result<Action, Error> {
     result
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Action, Error> {
     let facts = NodeFacts::from_node(node);
     // Never touch a Node of another cloud, or one not initialized yet.
@@ -115,18 +109,19 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
             }
         }
     };
+    let now = jiff::Timestamp::now();
     let off_for = node
         .annotations()
         .get(ANN_SHUT_OFF_SINCE)
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(|since| Duration::from_secs(now_secs().saturating_sub(since)));
+        .and_then(|s| decide::parse_shut_off_since(s))
+        .map(|since| Duration::from_secs(now.as_second().saturating_sub(since).max(0) as u64));
     let decision = decide::decide(
         &facts,
         ready,
         vm_state,
         off_for,
         ctx.settings.out_of_service_after,
-        &now_secs().to_string(),
+        &decide::format_shut_off_since(now),
     );
     let api: Api<Node> = Api::all(ctx.kube.clone());
     match decision {

@@ -1,6 +1,9 @@
 //! Host-device mode: volumes attached to the VM marked `this_host` become real loop devices, with
-//! a by-id style link (`<root>/disk/by-id/virtio-<serial>`) like the guest's udev would create.
-//! Needs root (losetup). Every loop device is detached on shutdown.
+//! a by-id style link (`<links>/virtio-<serial>`, default `<root>/disk/by-id`) like the guest's
+//! udev would create. With `links = /dev/disk/by-id` a CSI node plugin running as a pod with its
+//! default `--device-root=/dev` finds the devices exactly as in a VM. Needs root (losetup). Every
+//! loop device is detached on shutdown; a link is only ever removed when it points at a loop
+//! device backed by one of our own files (the links directory may be shared).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +14,7 @@ use crate::world::virtio_serial;
 #[derive(Debug, Clone)]
 pub struct HostDevices {
     root: PathBuf,
+    links: PathBuf,
 }
 
 async fn losetup(args: &[&str]) -> Result<String, String> {
@@ -30,11 +34,14 @@ async fn losetup(args: &[&str]) -> Result<String, String> {
 }
 
 impl HostDevices {
-    pub fn new(root: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(root.join("disk/by-id"))?;
+    /// `links`: where the by-id links go (default `<root>/disk/by-id`).
+    pub fn new(root: &Path, links: Option<&Path>) -> std::io::Result<Self> {
+        let links = links.map_or_else(|| root.join("disk/by-id"), Path::to_path_buf);
+        std::fs::create_dir_all(&links)?;
         std::fs::create_dir_all(root.join("backing"))?;
         Ok(Self {
-            root: root.to_path_buf(),
+            root: std::fs::canonicalize(root)?,
+            links,
         })
     }
 
@@ -43,9 +50,19 @@ impl HostDevices {
     }
 
     pub fn link(&self, volume_id: &str) -> PathBuf {
-        self.root
-            .join("disk/by-id")
+        self.links
             .join(format!("virtio-{}", virtio_serial(volume_id)))
+    }
+
+    /// Whether the loop device a link points at is backed by a file under our `backing/`.
+    fn backed_by_us(&self, dev: &Path) -> bool {
+        let Some(name) = dev.file_name() else {
+            return false;
+        };
+        let backing_file = Path::new("/sys/block").join(name).join("loop/backing_file");
+        std::fs::read_to_string(backing_file)
+            .map(|f| Path::new(f.trim()).starts_with(self.root.join("backing")))
+            .unwrap_or(false)
     }
 
     fn backing(&self, volume_id: &str) -> PathBuf {
@@ -80,7 +97,10 @@ impl HostDevices {
         self.grow_backing(volume_id, size)?;
         let backing = self.backing(volume_id);
         let dev = losetup(&["--find", "--show", &backing.display().to_string()]).await?;
-        if let Err(e) = std::os::unix::fs::symlink(&dev, &link) {
+        // The links directory may be shared and removed while empty (as udev's would be).
+        let linked = std::fs::create_dir_all(&self.links)
+            .and_then(|()| std::os::unix::fs::symlink(&dev, &link));
+        if let Err(e) = linked {
             let _ = losetup(&["-d", &dev]).await;
             return Err(format!("{}: {e}", link.display()));
         }
@@ -96,6 +116,10 @@ impl HostDevices {
         let Ok(dev) = std::fs::read_link(link) else {
             return Ok(());
         };
+        if dev.exists() && !self.backed_by_us(&dev) {
+            // Someone else's device (a shared links directory): not ours to touch.
+            return Ok(());
+        }
         let dev = dev.display().to_string();
         if Path::new(&dev).exists()
             && let Err(e) = losetup(&["-d", &dev]).await
@@ -129,7 +153,7 @@ impl HostDevices {
     /// Detaches every loop device this root links to (shutdown, or stale links after a crash).
     pub async fn detach_all(&self) -> Vec<String> {
         let mut errors = vec![];
-        let Ok(entries) = std::fs::read_dir(self.root.join("disk/by-id")) else {
+        let Ok(entries) = std::fs::read_dir(&self.links) else {
             return errors;
         };
         for e in entries.flatten() {

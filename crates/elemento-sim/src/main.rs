@@ -21,6 +21,14 @@ struct Args {
     /// linked under DIR/disk/by-id.
     #[arg(long, env = "ELEMENTO_SIM_HOST_DEVICES")]
     host_devices: Option<PathBuf>,
+    /// Where the by-id links go in host-device mode (default DIR/disk/by-id). `/dev/disk/by-id`
+    /// makes the devices appear where a CSI node plugin pod looks for them, as in a VM.
+    #[arg(
+        long,
+        env = "ELEMENTO_SIM_HOST_DEVICE_LINKS",
+        requires = "host_devices"
+    )]
+    host_device_links: Option<PathBuf>,
     /// Address to listen on; repeat for several. Every listener serves every route. Default: the
     /// five Elemento daemon ports on 127.0.0.1.
     #[arg(long)]
@@ -69,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         scenario,
         state_file: args.state,
         host_devices: args.host_devices,
+        host_device_links: args.host_device_links,
         listen,
         fault_seed: args.fault_seed,
     })

@@ -601,6 +601,8 @@ pub struct SimOptions {
     /// Persist here after every change; load from here at start when it exists.
     pub state_file: Option<PathBuf>,
     pub host_devices: Option<PathBuf>,
+    /// Where host-device mode puts its by-id links (default `<host_devices>/disk/by-id`).
+    pub host_device_links: Option<PathBuf>,
     /// Every listener serves every route. Empty: one ephemeral port on 127.0.0.1.
     pub listen: Vec<SocketAddr>,
     /// Seed for fault injection (reproducible runs).
@@ -647,7 +649,7 @@ pub async fn start(opts: SimOptions) -> anyhow::Result<SimHandle> {
     let hostdev = opts
         .host_devices
         .as_deref()
-        .map(HostDevices::new)
+        .map(|root| HostDevices::new(root, opts.host_device_links.as_deref()))
         .transpose()?;
     if let Some(h) = &hostdev {
         // Links left by a crash point at stale loop devices: drop them, then re-create what the
