@@ -432,10 +432,7 @@ impl Client {
         vm_id: &str,
         volume_id: &str,
     ) -> Result<Attachment, ApiError> {
-        let body = VolumeAttachRequest {
-            vm_uid: vm_id,
-            volume_id,
-        };
+        let body = VolumeAttachRequest::new(vm_id, volume_id);
         let r = self
             .call(&routes::VM_VOLUME_ATTACH, &[], Some(&body))
             .await?;
@@ -444,10 +441,7 @@ impl Client {
 
     /// Detaches a volume [I body]; `Ok(false)` when it was not attached (or is gone).
     pub async fn detach_volume(&self, vm_id: &str, volume_id: &str) -> Result<bool, ApiError> {
-        let body = VolumeAttachRequest {
-            vm_uid: vm_id,
-            volume_id,
-        };
+        let body = VolumeAttachRequest::new(vm_id, volume_id);
         gone_is_ok(self.call(&routes::VM_VOLUME_DETACH, &[], Some(&body)).await)
     }
 

@@ -304,11 +304,26 @@ pub(crate) struct PowerRequest<'a> {
 }
 
 /// Body of `POST /vm/volume/attach|detach` [I], by analogy with reboot (`vm_uid`) and destroy
-/// (`volume_id`).
+/// (`volume_id`). The compute daemon names VM ids three ways (§8.5: `local_index`, `vm_uid`,
+/// `vm_uuid`) and volumes `vid` in VM records, so the same values also go as `vm_uuid` and `vid`:
+/// harmless extras until Elemento confirms the shape. Built only by [`VolumeAttachRequest::new`].
 #[derive(Serialize)]
 pub(crate) struct VolumeAttachRequest<'a> {
     pub vm_uid: &'a str,
+    pub vm_uuid: &'a str,
     pub volume_id: &'a str,
+    pub vid: &'a str,
+}
+
+impl<'a> VolumeAttachRequest<'a> {
+    pub fn new(vm_id: &'a str, volume_id: &'a str) -> Self {
+        Self {
+            vm_uid: vm_id,
+            vm_uuid: vm_id,
+            volume_id,
+            vid: volume_id,
+        }
+    }
 }
 
 /// What attach returns [I]: how the guest will see the disk. Both fields are optional, and the CSI
@@ -579,4 +594,16 @@ pub(crate) struct LbUpdateWire<'a> {
 #[derive(Serialize)]
 pub(crate) struct LbIdWire<'a> {
     pub id: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn attach_body_names_the_ids_every_known_way() {
+        let body = serde_json::to_value(super::VolumeAttachRequest::new("vm-1", "vol-1")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"vm_uid": "vm-1", "vm_uuid": "vm-1", "volume_id": "vol-1", "vid": "vol-1"})
+        );
+    }
 }

@@ -170,6 +170,23 @@ pub const TEMPLATES: &[(&str, &str, u32, u64, u32)] = &[
     ("kripton", "Kripton", 8, 8192, 1),
 ];
 
+/// CPU overprovisioning and flags of each template (elemento-vm-templates, reference §4 and §8.7).
+pub const TEMPLATE_CPU: &[(&str, u32, &[&str])] = &[
+    ("helium", 4, &[]),
+    ("neon", 2, &["sse2"]),
+    ("argon", 2, &["sse2", "avx2"]),
+    ("argon2", 2, &["sse2", "avx2"]),
+    ("kripton", 2, &["sse2", "avx2"]),
+];
+
+/// `(overprovision, flags)` of a template by its key.
+pub fn template_cpu(key: &str) -> (u32, &'static [&'static str]) {
+    TEMPLATE_CPU
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map_or((2, &["sse2"][..]), |(_, o, f)| (*o, *f))
+}
+
 pub fn template(name: &str) -> Option<(u32, u64, u32)> {
     let key: String = name
         .to_ascii_lowercase()

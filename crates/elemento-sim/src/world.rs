@@ -298,10 +298,11 @@ impl World {
         Value::Array(
             scenario::TEMPLATES
                 .iter()
-                .map(|(_, name, slots, ram, gpus)| {
+                .map(|(key, name, slots, ram, gpus)| {
+                    let (overprovision, flags) = scenario::template_cpu(key);
                     json!({
                         "info": {"name": name, "description": format!("{name} flavour")},
-                        "cpu": {"slots": slots, "overprovision": 2, "allowSMT": false, "archs": ["X86_64"], "flags": ["sse2"]},
+                        "cpu": {"slots": slots, "overprovision": overprovision, "allowSMT": false, "archs": ["X86_64"], "flags": flags},
                         "ram": {"ramsize": ram, "reqECC": false},
                         "pci": if *gpus > 0 { json!([{"vendor": "10de", "model": "1bb1", "quantity": gpus}]) } else { json!([]) },
                     })
@@ -678,6 +679,27 @@ impl World {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn templates_carry_the_repository_cpu_fields() {
+        let t = World::templates_json();
+        let cpu = |name: &str| {
+            t.as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["info"]["name"] == name)
+                .map(|x| x["cpu"].clone())
+                .unwrap()
+        };
+        assert_eq!(cpu("Helium")["overprovision"], 4);
+        assert_eq!(cpu("Helium")["flags"], serde_json::json!([]));
+        assert_eq!(cpu("Neon")["flags"], serde_json::json!(["sse2"]));
+        for n in ["Argon", "Argon 2", "Kripton"] {
+            assert_eq!(cpu(n)["flags"], serde_json::json!(["sse2", "avx2"]), "{n}");
+            assert_eq!(cpu(n)["overprovision"], 2, "{n}");
+        }
+    }
+
     use super::*;
 
     fn world() -> World {
