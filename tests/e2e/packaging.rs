@@ -348,3 +348,50 @@ async fn ccm_with_token_initializes_a_node(
     .await;
     env.kubectl_quiet(&["delete", "node", node, "--wait=false"]);
 }
+
+/// `api.caBundle` reaches both components the same way: the chart's ConfigMap carries the PEM as
+/// `ca.pem` and the config names it; each binary's own config parser accepts the rendered file.
+#[test]
+fn both_charts_take_a_private_ca_bundle() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBprivateCAforTests\n-----END CERTIFICATE-----";
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, pem).unwrap();
+    let set_file = format!("api.caBundle={}", ca_file.display());
+    for (chart, key) in [
+        ("elemento-cloud-controller-manager", "cloud-config.yaml"),
+        ("elemento-csi-driver", "driver.yaml"),
+    ] {
+        let text = elemento_e2e::helm_template(
+            chart,
+            "ca",
+            "kube-system",
+            &["templates/configmap.yaml"],
+            &["--set-file", &set_file],
+        );
+        let cm: Value = serde_saphyr::from_str(&text).expect("configmap yaml");
+        assert_eq!(
+            cm["data"]["ca.pem"].as_str().map(str::trim),
+            Some(pem),
+            "{chart}: {text}"
+        );
+        let config = dir.path().join(key);
+        std::fs::write(&config, cm["data"][key].as_str().expect("config key")).unwrap();
+        let ca_bundle = if key == "driver.yaml" {
+            elemento_csi::config::DriverConfig::load(&config)
+                .expect("driver config")
+                .api
+                .ca_bundle
+        } else {
+            elemento_ccm::config::CloudConfig::load(&config)
+                .expect("cloud config")
+                .api
+                .ca_bundle
+        };
+        assert_eq!(
+            ca_bundle.as_deref(),
+            Some(std::path::Path::new("/etc/elemento/config/ca.pem")),
+            "{chart}"
+        );
+    }
+}
