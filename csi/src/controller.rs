@@ -98,6 +98,7 @@ impl ControllerService {
             &self.cfg.default_flavour,
         )?;
         params::check_capabilities(&req.volume_capabilities, p.attrs.shareable)?;
+        params::check_encryption(p.encrypted, &req.volume_capabilities)?;
         if req.volume_content_source.is_some() {
             return Err(CsiError::InvalidArgument("creating a volume from a snapshot or another volume is not supported by Elemento yet".into()));
         }
@@ -275,10 +276,7 @@ impl ControllerService {
             volume: Some(csi_volume(&v, HashMap::new(), vec![])),
             status: Some(controller_get_volume_response::VolumeStatus {
                 published_node_ids: published_nodes(&vms, &v.id),
-                volume_condition: Some(VolumeCondition {
-                    abnormal: false,
-                    message: "the Elemento API reports the volume".into(),
-                }),
+                volume_condition: None,
             }),
         })
     }
@@ -381,7 +379,8 @@ impl Controller for ControllerService {
             Cap::ListVolumesPublishedNodes,
             Cap::ExpandVolume,
             Cap::GetVolume,
-            Cap::VolumeCondition,
+            // Not VOLUME_CONDITION: the Elemento API reports nothing about a volume's health that
+            // the controller could turn into a real condition (the node plugin reports one).
             Cap::SingleNodeMultiWriter,
         ];
         let capabilities = caps

@@ -43,6 +43,11 @@ fn io(ctx: &str, p: &Path) -> impl FnOnce(std::io::Error) -> CsiError {
     move |e| CsiError::io(c, e)
 }
 
+/// Whether the volume was created with `encrypted: "true"` (its volume context says so).
+fn encrypted(ctx: &HashMap<String, String>) -> bool {
+    ctx.get("encrypted").is_some_and(|v| v == "true")
+}
+
 fn shareable(ctx: &HashMap<String, String>) -> bool {
     ctx.get("shareable").is_some_and(|v| v == "true")
 }
@@ -67,7 +72,15 @@ impl NodeService {
         let access = params::access(cap, shareable(&req.volume_context))?;
         let _g = self.inflight.try_lock(&req.volume_id)?;
         let Access::Mount { fs_type, flags } = access else {
-            // Raw block: nothing to stage, but the device must be there.
+            // Raw block: nothing to stage, but the device must be there. Never the plaintext
+            // device of a volume created encrypted (CreateVolume refuses the combination; this
+            // guards volumes made before it did).
+            if encrypted(&req.volume_context) {
+                return Err(CsiError::FailedPrecondition(format!(
+                    "volume {} is encrypted and cannot be used as a raw block device",
+                    req.volume_id
+                )));
+            }
             self.device(&req.publish_context).await?;
             return Ok(NodeStageVolumeResponse {});
         };
@@ -75,11 +88,7 @@ impl NodeService {
             return Ok(NodeStageVolumeResponse {}); // already staged
         }
         let mut dev = self.device(&req.publish_context).await?;
-        if req
-            .volume_context
-            .get("encrypted")
-            .is_some_and(|v| v == "true")
-        {
+        if encrypted(&req.volume_context) {
             let pass = req
                 .secrets
                 .get(luks::SECRET_KEY)
@@ -139,6 +148,12 @@ impl NodeService {
             return Ok(NodePublishVolumeResponse {});
         }
         match access {
+            Access::Block if encrypted(&req.volume_context) => {
+                return Err(CsiError::FailedPrecondition(format!(
+                    "volume {} is encrypted and cannot be published as a raw block device",
+                    req.volume_id
+                )));
+            }
             Access::Block => {
                 let dev = self.device(&req.publish_context).await?;
                 if let Some(parent) = target.parent() {

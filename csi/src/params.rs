@@ -240,6 +240,22 @@ pub fn check_capabilities(caps: &[VolumeCapability], shareable: bool) -> Result<
     caps.iter().try_for_each(|c| access(c, shareable).map(drop))
 }
 
+/// LUKS is opened by NodeStage under a filesystem; a raw block volume would reach the pod as the
+/// plaintext device. Encryption asked for on block access is refused, never silently dropped.
+pub fn check_encryption(encrypted: bool, caps: &[VolumeCapability]) -> Result<()> {
+    let block = caps
+        .iter()
+        .any(|c| matches!(c.access_type, Some(AccessType::Block(_))));
+    if encrypted && block {
+        return Err(CsiError::InvalidArgument(
+            "encrypted: \"true\" cannot be combined with volumeMode: Block (the pod would get the \
+             unencrypted device); use volumeMode: Filesystem, or a StorageClass without encrypted"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Bytes to create: the required size rounded up to Elemento's 0.125 GB step, within the limit.
 pub fn capacity(range: Option<&CapacityRange>) -> Result<u64> {
     let (required, limit) = range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
@@ -362,6 +378,18 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn encryption_is_refused_on_block_access_never_dropped() {
+        let block = cap(Mode::SingleNodeWriter, true, "");
+        let fs = cap(Mode::SingleNodeWriter, false, "ext4");
+        let e = check_encryption(true, std::slice::from_ref(&block)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("volumeMode: Block"), "{e}");
+        assert!(check_encryption(true, &[fs.clone(), block.clone()]).is_err());
+        assert!(check_encryption(true, &[fs]).is_ok());
+        assert!(check_encryption(false, &[block]).is_ok());
     }
 
     #[test]

@@ -147,6 +147,22 @@ async fn hostile_csi_requests_are_refused_and_change_nothing() {
         ))
     );
     expect!(
+        "encrypted raw block (would hand the pod plaintext)",
+        Code::InvalidArgument,
+        c.create_volume(create(
+            "v",
+            1 << 30,
+            0,
+            &[("encrypted", "true")],
+            vec![VolumeCapability {
+                access_mode: Some(AccessMode {
+                    mode: Mode::SingleNodeWriter as i32
+                }),
+                access_type: Some(AccessType::Block(Default::default())),
+            }]
+        ))
+    );
+    expect!(
         "unknown fs",
         Code::InvalidArgument,
         c.create_volume(create(

@@ -395,3 +395,34 @@ fn both_charts_take_a_private_ca_bundle() {
         );
     }
 }
+
+/// An encrypted StorageClass made by the chart carries the node-stage secret reference the node
+/// plugin needs for the passphrase (the schema used to reject it, so NodeStage failed).
+#[test]
+fn the_chart_makes_an_encrypted_class_with_its_node_stage_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "storageClasses:\n  - name: elemento-encrypted\n    flavour: standard\n    default: true\n    fsType: ext4\n    reclaimPolicy: Delete\n    volumeBindingMode: WaitForFirstConsumer\n    allowVolumeExpansion: true\n    parameters:\n      encrypted: \"true\"\n      csi.storage.k8s.io/node-stage-secret-name: elemento-luks\n      csi.storage.k8s.io/node-stage-secret-namespace: kube-system\n",
+    )
+    .unwrap();
+    let text = elemento_e2e::helm_template(
+        "elemento-csi-driver",
+        "enc",
+        "kube-system",
+        &["templates/storageclasses.yaml"],
+        &["--values", values.to_str().unwrap()],
+    );
+    let sc: Value = serde_saphyr::from_str(text.trim_start_matches("---\n")).expect("yaml");
+    let p = &sc["parameters"];
+    assert_eq!(p["encrypted"], "true", "{text}");
+    assert_eq!(
+        p["csi.storage.k8s.io/node-stage-secret-name"], "elemento-luks",
+        "{text}"
+    );
+    assert_eq!(
+        p["csi.storage.k8s.io/node-stage-secret-namespace"], "kube-system",
+        "{text}"
+    );
+}
