@@ -87,12 +87,12 @@ impl Ctx {
         }
     }
 
-    /// Records a failure of `key` and returns how long to wait: 1 s, 2 s, 4 s … 5 min.
+    /// Records a failure of `key` and returns how long to wait ([`backoff_delay`]).
     pub fn backoff(&self, key: &str) -> Duration {
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = f.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
-        Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+        backoff_delay(*n)
     }
 
     pub fn succeeded(&self, key: &str) {
@@ -136,5 +136,25 @@ mod tests {
         assert_eq!(super::clip_note("short".into()), "short");
         let n = super::clip_note("é".repeat(2000));
         assert!(n.len() <= 1000 && n.ends_with('…'));
+    }
+}
+
+/// The wait after the `failures`-th consecutive failure: 1 s, 2 s, 4 s … 256 s, then 5 min.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+pub fn backoff_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(9);
+    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_five_minutes() {
+        let secs: Vec<u64> = (1..=12).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(backoff_delay(u32::MAX), MAX_BACKOFF);
     }
 }
