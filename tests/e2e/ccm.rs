@@ -577,3 +577,146 @@ async fn only_the_leader_acts_and_the_standby_takes_over() {
         "after the kill only b called: {who:?}"
     );
 }
+
+async fn event_with(env: &CcmEnv, svc: &str, reason: &str) -> Value {
+    wait_for(&format!("a {reason} event on {svc}"), T, || async {
+        env.events_for(&env.ns.name, svc)
+            .await
+            .into_iter()
+            .find(|e| e["reason"] == reason)
+    })
+    .await
+}
+
+async fn lb_named(env: &CcmEnv, name: &str) -> Option<Value> {
+    lbs(env).await.into_iter().find(|l| l["name"] == name)
+}
+
+/// Renaming never leaks, a chosen name never takes over another Service's LB, and an LB deleted
+/// outside Kubernetes is replaced at once: each change of address is announced.
+#[tokio::test]
+async fn load_balancers_are_never_leaked_taken_over_or_left_dead() {
+    let _serial = SERIAL.lock().await;
+    let scenario = format!("vms:\n{}", vm("w1", "w1", "template: neon"));
+    let env = CcmEnv::new(&scenario).await;
+    env.node(&unique("w1"), Some("elemento://w1"), None, false, &[])
+        .await;
+    let svcs: Api<Service> = Api::namespaced(env.kube.clone(), &env.ns.name);
+    let (_ccm, _) = env.start_ccm("ccm-own", &[]);
+    let pp = PatchParams::default();
+    let port = json!([{"name": "http", "port": 80, "protocol": "TCP"}]);
+    svcs.create(
+        &PostParams::default(),
+        &svc("web", port.clone(), json!({}), None),
+    )
+    .await
+    .unwrap();
+    let first = wait_for("web's ingress", T, || async {
+        svcs.get("web").await.ok().and_then(|s| ingress_ip(&s))
+    })
+    .await;
+    let uid = svcs.get("web").await.unwrap().metadata.uid.unwrap();
+    let marker = json!({"cluster": "e2e", "service_uid": uid});
+    assert_eq!(lbs(&env).await[0]["owner"], marker, "the ownership marker");
+
+    // 1. Rename: the new LB replaces the old one, which is deleted; the new address is announced.
+    svcs.patch(
+        "web",
+        &pp,
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"load-balancer.elemento.cloud/name": "shop"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let ev = event_with(&env, "web", "LoadBalancerReplaced").await;
+    let second = wait_for("web's new ingress", T, || async {
+        svcs.get("web")
+            .await
+            .ok()
+            .and_then(|s| ingress_ip(&s))
+            .filter(|ip| *ip != first)
+    })
+    .await;
+    let all = lbs(&env).await;
+    assert_eq!(all.len(), 1, "the old LB is deleted, not leaked: {all:?}");
+    assert_eq!(all[0]["name"], "shop");
+    assert_eq!(all[0]["ip"].as_str(), Some(second.as_str()));
+    let note = ev["note"].as_str().unwrap();
+    assert!(note.contains(&first) && note.contains(&second), "{note}");
+
+    // 2. Takeover: another Service asking for the same name changes nothing and is told why.
+    svcs.create(
+        &PostParams::default(),
+        &svc(
+            "intruder",
+            json!([{"name": "x", "port": 8443, "protocol": "TCP"}]),
+            json!({"load-balancer.elemento.cloud/name": "shop"}),
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let ev = event_with(&env, "intruder", "LoadBalancerNameTaken").await;
+    assert!(ev["note"].as_str().unwrap().contains("shop"), "{ev}");
+    let shop = lb_named(&env, "shop").await.expect("shop LB");
+    assert_eq!(shop["owner"], marker, "the LB still belongs to web");
+    assert_eq!(
+        shop["listeners"][0]["port"], 80,
+        "web's ports, not the intruder's"
+    );
+    assert!(ingress_ip(&svcs.get("intruder").await.unwrap()).is_none());
+    svcs.delete("intruder", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the intruder gone", T, || async {
+        svcs.get_opt("intruder")
+            .await
+            .ok()
+            .and_then(|s| s.is_none().then_some(()))
+    })
+    .await;
+    assert!(
+        lb_named(&env, "shop").await.is_some(),
+        "deleting the intruder kept web's LB"
+    );
+
+    // 3. Deleted outside Kubernetes: the next update finds it gone and re-creates it at once.
+    let dead = shop["id"].as_str().unwrap().to_string();
+    env.sim
+        .admin(
+            Method::DELETE,
+            &format!("/_sim/load-balancers/{dead}"),
+            None,
+        )
+        .await;
+    svcs.patch("web", &pp, &Patch::Merge(json!({"metadata": {"annotations": {"load-balancer.elemento.cloud/algorithm": "least_connections"}}})))
+        .await
+        .unwrap();
+    let ev = event_with(&env, "web", "LoadBalancerRecreated").await;
+    assert!(ev["note"].as_str().unwrap().contains(&dead), "{ev}");
+    let third = wait_for("a new LB named shop", Duration::from_secs(20), || async {
+        lb_named(&env, "shop")
+            .await
+            .filter(|l| l["id"] != dead.as_str())
+    })
+    .await;
+    assert_eq!(third["algorithm"], "least_connections");
+    wait_for("web's ingress on the new LB", T, || async {
+        svcs.get("web")
+            .await
+            .ok()
+            .filter(|s| ingress_ip(s).as_deref() == third["ip"].as_str())
+    })
+    .await;
+
+    svcs.delete("web", &DeleteParams::default()).await.unwrap();
+    wait_for("web gone", T, || async {
+        svcs.get_opt("web")
+            .await
+            .ok()
+            .and_then(|s| s.is_none().then_some(()))
+    })
+    .await;
+    assert!(lbs(&env).await.is_empty(), "nothing left");
+}

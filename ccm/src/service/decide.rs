@@ -426,7 +426,73 @@ pub fn desired_spec(
         proxy_protocol: opts.proxy_protocol,
         private: opts.internal,
         hostname: opts.hostname.clone(),
+        owner: None,
     })
+}
+
+/// What the service controller does with the LBs it found for a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LbPlan {
+    /// No LB of ours: create one with the desired name.
+    Create,
+    /// Ours, under the desired name: update it when its spec differs.
+    Keep { id: String },
+    /// Ours, but under another name (the name annotation changed): create the new one, move the
+    /// Service to it, delete the old one. Elemento LBs cannot be renamed in place.
+    Replace { old_id: String },
+    /// Like `Keep`, plus deleting the Service's previous LB, also ours (a rename interrupted after
+    /// the create).
+    KeepAndDelete { id: String, old_id: String },
+    /// The desired name belongs to an LB that is not ours: nothing is changed.
+    NameTaken { name: String },
+}
+
+/// An LB as the plan sees it: id, name and ownership marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundLb {
+    pub id: String,
+    pub name: String,
+    pub owner: Option<LbOwner>,
+}
+
+/// Whether `lb` belongs to the Service `owner`. With a marker, only an exact match. Without one
+/// (made before 0.2, which wrote no marker), only the deterministic default name, which embeds the
+/// Service uid, or the id the CCM itself recorded on the Service: a name chosen by annotation is
+/// never enough (another Service may choose the same).
+pub fn owned(lb: &FoundLb, owner: &LbOwner, recorded_id: Option<&str>) -> bool {
+    match &lb.owner {
+        Some(o) => o == owner,
+        None => {
+            lb.name == format!("k8s-{}-{}", owner.cluster, owner.service_uid)
+                || recorded_id == Some(lb.id.as_str())
+        }
+    }
+}
+
+/// The plan for a Service whose desired LB name is `name`, given the LB the Service records
+/// (`recorded`, by the id annotation) and the LB that has the desired name (`named`).
+pub fn lb_plan(
+    name: &str,
+    owner: &LbOwner,
+    recorded: Option<&FoundLb>,
+    named: Option<&FoundLb>,
+) -> LbPlan {
+    let recorded_id = recorded.map(|r| r.id.as_str());
+    let recorded = recorded.filter(|r| owned(r, owner, recorded_id));
+    match (recorded, named) {
+        (_, Some(n)) if !owned(n, owner, recorded_id) => LbPlan::NameTaken {
+            name: name.to_string(),
+        },
+        (Some(r), Some(n)) if r.id != n.id => LbPlan::KeepAndDelete {
+            id: n.id.clone(),
+            old_id: r.id.clone(),
+        },
+        (_, Some(n)) => LbPlan::Keep { id: n.id.clone() },
+        (Some(r), None) => LbPlan::Replace {
+            old_id: r.id.clone(),
+        },
+        (None, None) => LbPlan::Create,
+    }
 }
 
 /// `status.loadBalancer.ingress`: the hostname when one is set (traffic then always goes through
@@ -441,6 +507,80 @@ pub fn ingress(hostname: Option<&str>, ip: Option<&str>) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+
+    fn found(id: &str, name: &str, owner: Option<(&str, &str)>) -> FoundLb {
+        FoundLb {
+            id: id.into(),
+            name: name.into(),
+            owner: owner.map(|(c, u)| LbOwner {
+                cluster: c.into(),
+                service_uid: u.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn lb_plan_adopts_only_what_carries_proof() {
+        let me = LbOwner {
+            cluster: "c1".into(),
+            service_uid: "u1".into(),
+        };
+        let mine = found("lb-1", "web", Some(("c1", "u1")));
+        let theirs = found("lb-2", "web", Some(("c1", "u2")));
+        let other_cluster = found("lb-3", "web", Some(("c2", "u1")));
+        assert_eq!(lb_plan("web", &me, None, None), LbPlan::Create);
+        assert_eq!(
+            lb_plan("web", &me, None, Some(&mine)),
+            LbPlan::Keep { id: "lb-1".into() }
+        );
+        // Takeover: same name, another Service's or another cluster's LB.
+        for other in [&theirs, &other_cluster] {
+            assert_eq!(
+                lb_plan("web", &me, None, Some(other)),
+                LbPlan::NameTaken { name: "web".into() }
+            );
+        }
+        // An annotation pointing at someone else's LB proves nothing.
+        assert_eq!(lb_plan("web", &me, Some(&theirs), None), LbPlan::Create);
+        // Rename: the recorded LB is ours under the old name.
+        let old = found("lb-0", "old", Some(("c1", "u1")));
+        assert_eq!(
+            lb_plan("web", &me, Some(&old), None),
+            LbPlan::Replace {
+                old_id: "lb-0".into()
+            }
+        );
+        assert_eq!(
+            lb_plan("web", &me, Some(&old), Some(&mine)),
+            LbPlan::KeepAndDelete {
+                id: "lb-1".into(),
+                old_id: "lb-0".into()
+            }
+        );
+        assert_eq!(
+            lb_plan("web", &me, Some(&old), Some(&theirs)),
+            LbPlan::NameTaken { name: "web".into() }
+        );
+        // LBs made before the marker existed: the default name (it embeds the uid), or the id the
+        // CCM recorded on this Service; a chosen name alone is not proof.
+        let legacy_default = found("lb-4", "k8s-c1-u1", None);
+        assert_eq!(
+            lb_plan("k8s-c1-u1", &me, None, Some(&legacy_default)),
+            LbPlan::Keep { id: "lb-4".into() }
+        );
+        let legacy_named = found("lb-5", "shop", None);
+        assert_eq!(
+            lb_plan("shop", &me, None, Some(&legacy_named)),
+            LbPlan::NameTaken {
+                name: "shop".into()
+            }
+        );
+        assert_eq!(
+            lb_plan("shop", &me, Some(&legacy_named), Some(&legacy_named)),
+            LbPlan::Keep { id: "lb-5".into() }
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use elemento_api::types::{LoadBalancer, LoadBalancerSpec};
+use elemento_api::types::{LbOwner, LoadBalancer, LoadBalancerSpec};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -26,7 +26,7 @@ use crate::context::{Ctx, Error};
 use crate::node::decide::{NodeFacts, UNINITIALIZED_TAINT};
 use crate::nodes::NodeEvent;
 use crate::provider_id::{self, ProviderId};
-use decide::{FINALIZER, TargetNode};
+use decide::{FINALIZER, FoundLb, LbPlan, TargetNode};
 
 const NAME: &str = "service";
 /// The id of the LB made for a Service; deletion uses it even if the name annotation changed.
@@ -43,6 +43,7 @@ pub struct CachedLb {
     pub name: String,
     pub ip: Option<String>,
     pub hostname: Option<String>,
+    pub owner: Option<LbOwner>,
     spec_digest: u64,
 }
 
@@ -53,7 +54,16 @@ impl CachedLb {
             name: lb.spec.name.clone(),
             ip: lb.ip.clone(),
             hostname: lb.spec.hostname.clone(),
+            owner: lb.spec.owner.clone(),
             spec_digest: spec_digest(&lb.spec),
+        }
+    }
+
+    fn found(&self) -> FoundLb {
+        FoundLb {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            owner: self.owner.clone(),
         }
     }
 
@@ -266,6 +276,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         };
     let name = decide::lb_name(&ctx.settings.cluster_name, svc, Some(&opts))
         .ok_or_else(|| Error::Retry("the Service has no uid yet".into()))?;
+    let owner = service_owner(&ctx.settings.cluster_name, svc)?;
     // Targets from a Node cache not filled yet would empty the LB; the first full listing
     // re-reconciles every Service.
     if state.nodes.wait_until_ready().now_or_never().is_none() {
@@ -274,7 +285,10 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     let nodes: Vec<TargetNode> = state.nodes.state().iter().map(|n| target_node(n)).collect();
     let targets = decide::targets(&nodes, &opts.node_selector);
     let desired = match decide::desired_spec(svc, name.clone(), &opts, targets) {
-        Ok(d) => d,
+        Ok(d) => LoadBalancerSpec {
+            owner: Some(owner.clone()),
+            ..d
+        },
         Err(why) => {
             ctx.event(
                 &oref,
@@ -302,39 +316,43 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     }
     // The cache lock is held only to read and to write it, never across an API call: LBs of
     // different Services are created concurrently (one Service is never reconciled twice at once).
-    let cached = state.lbs().await?.get(&name).cloned();
-    let lb = match cached {
-        None => {
-            let lb = ctx.api.create_load_balancer(&desired).await?;
-            state.lbs.lock().await.put(&lb);
-            info!(lb = %lb.id, name = %name, ip = ?lb.ip, "created load balancer");
-            let note = format!("created Elemento load balancer {name} ({})", lb.id);
+    let (recorded, named) = {
+        let cache = state.lbs().await?;
+        let recorded = svc
+            .annotations()
+            .get(ANN_LB_ID)
+            .and_then(|id| cache.by_id(id))
+            .cloned();
+        (recorded, cache.get(&name).cloned())
+    };
+    let plan = decide::lb_plan(
+        &name,
+        &owner,
+        recorded.as_ref().map(CachedLb::found).as_ref(),
+        named.as_ref().map(CachedLb::found).as_ref(),
+    );
+    let (lb, retire) = match plan {
+        LbPlan::NameTaken { name } => {
             ctx.event(
                 &oref,
-                false,
-                "EnsuredLoadBalancer",
+                true,
+                "LoadBalancerNameTaken",
                 "EnsureLoadBalancer",
-                note,
+                format!("an Elemento load balancer named {name} exists and does not belong to this Service (no ownership marker of cluster {} and this Service's uid); nothing was changed. Choose another load-balancer.elemento.cloud/name", owner.cluster),
             )
             .await;
-            CachedLb::new(&lb)
+            return Ok(Action::await_change());
         }
-        Some(existing) if !existing.matches(&desired) => {
-            let lb = ctx.api.update_load_balancer(&existing.id, &desired).await?;
-            state.lbs.lock().await.put(&lb);
-            info!(lb = %lb.id, "updated load balancer");
-            let note = format!("updated Elemento load balancer {name}");
-            ctx.event(
-                &oref,
-                false,
-                "UpdatedLoadBalancer",
-                "EnsureLoadBalancer",
-                note,
-            )
-            .await;
-            CachedLb::new(&lb)
-        }
-        Some(existing) => existing,
+        LbPlan::Create => (create_lb(state, &oref, &desired).await?, None),
+        LbPlan::Keep { id } => (keep_lb(state, &oref, &id, &desired).await?, None),
+        LbPlan::KeepAndDelete { id, old_id } => (
+            keep_lb(state, &oref, &id, &desired).await?,
+            recorded.filter(|r| r.id == old_id),
+        ),
+        LbPlan::Replace { old_id } => (
+            create_lb(state, &oref, &desired).await?,
+            recorded.filter(|r| r.id == old_id),
+        ),
     };
     if svc.annotations().get(ANN_LB_ID) != Some(&lb.id) {
         let patch = json!({"metadata": {"annotations": {ANN_LB_ID: lb.id}}});
@@ -360,7 +378,130 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         )
         .await?;
     }
+    // A renamed Service's previous LB goes only once the Service points at its successor.
+    if let Some(old) = retire {
+        ctx.api.delete_load_balancer(&old.id).await?;
+        state.lbs.lock().await.remove_id(&old.id);
+        info!(old = %old.id, new = %lb.id, "replaced load balancer");
+        ctx.event(
+            &oref,
+            true,
+            "LoadBalancerReplaced",
+            "EnsureLoadBalancer",
+            format!(
+                "the load balancer name changed from {} to {}: Elemento cannot rename one, so {} replaced {} (deleted); the address changed from {} to {}",
+                old.name,
+                lb.name,
+                lb.id,
+                old.id,
+                old.ip.as_deref().unwrap_or("none"),
+                lb.ip.as_deref().unwrap_or("none")
+            ),
+        )
+        .await;
+    }
     Ok(Action::requeue(LB_CACHE_TTL))
+}
+
+/// The ownership marker this CCM puts on, and requires of, a Service's LB.
+fn service_owner(cluster: &str, svc: &Service) -> Result<LbOwner, Error> {
+    let uid = svc
+        .metadata
+        .uid
+        .clone()
+        .ok_or_else(|| Error::Retry("the Service has no uid yet".into()))?;
+    Ok(LbOwner {
+        cluster: cluster.to_string(),
+        service_uid: uid,
+    })
+}
+
+async fn create_lb(
+    state: &ServiceState,
+    oref: &k8s_openapi::api::core::v1::ObjectReference,
+    desired: &LoadBalancerSpec,
+) -> Result<CachedLb, Error> {
+    let ctx = &state.ctx;
+    let lb = ctx.api.create_load_balancer(desired).await?;
+    state.lbs.lock().await.put(&lb);
+    info!(lb = %lb.id, name = %desired.name, ip = ?lb.ip, "created load balancer");
+    let note = format!(
+        "created Elemento load balancer {} ({})",
+        desired.name, lb.id
+    );
+    ctx.event(
+        oref,
+        false,
+        "EnsuredLoadBalancer",
+        "EnsureLoadBalancer",
+        note,
+    )
+    .await;
+    Ok(CachedLb::new(&lb))
+}
+
+/// Our LB `id` under the desired name: updated when its spec differs. When the update answers
+/// 404 and a read confirms the LB is gone (deleted outside Kubernetes), a new one is created at
+/// once and the changed address announced, instead of retrying a dead LB until the cache expires.
+async fn keep_lb(
+    state: &ServiceState,
+    oref: &k8s_openapi::api::core::v1::ObjectReference,
+    id: &str,
+    desired: &LoadBalancerSpec,
+) -> Result<CachedLb, Error> {
+    let ctx = &state.ctx;
+    let Some(existing) = state.lbs().await?.by_id(id).cloned() else {
+        return Err(Error::Retry(format!("load balancer {id} left the cache")));
+    };
+    if existing.matches(desired) {
+        return Ok(existing);
+    }
+    match ctx.api.update_load_balancer(&existing.id, desired).await {
+        Ok(lb) => {
+            state.lbs.lock().await.put(&lb);
+            info!(lb = %lb.id, "updated load balancer");
+            let note = format!("updated Elemento load balancer {}", desired.name);
+            ctx.event(
+                oref,
+                false,
+                "UpdatedLoadBalancer",
+                "EnsureLoadBalancer",
+                note,
+            )
+            .await;
+            Ok(CachedLb::new(&lb))
+        }
+        Err(e) if e.is_not_found() && gone(ctx, &existing.id).await? => {
+            state.lbs.lock().await.remove_id(&existing.id);
+            let lb = create_lb(state, oref, desired).await?;
+            ctx.event(
+                oref,
+                true,
+                "LoadBalancerRecreated",
+                "EnsureLoadBalancer",
+                format!(
+                    "load balancer {} was deleted outside Kubernetes; created {} in its place: the address changed from {} to {}",
+                    existing.id,
+                    lb.id,
+                    existing.ip.as_deref().unwrap_or("none"),
+                    lb.ip.as_deref().unwrap_or("none")
+                ),
+            )
+            .await;
+            Ok(lb)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a read of the LB confirms it no longer exists (a 404 from update alone could be a
+/// missing route).
+async fn gone(ctx: &Ctx, id: &str) -> Result<bool, Error> {
+    match ctx.api.load_balancer(id).await {
+        Ok(_) => Ok(false),
+        Err(e) if e.is_not_found() => Ok(true),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
@@ -380,6 +521,11 @@ async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     };
     let mut found: Vec<CachedLb> = [by_annotation, by_name].into_iter().flatten().collect();
     found.dedup_by(|a, b| a.id == b.id);
+    // Only LBs that carry this Service's proof are deleted; another Service's LB that happens to
+    // have the name this one asked for is left alone.
+    let owner = service_owner(&ctx.settings.cluster_name, svc)?;
+    let recorded_id = svc.annotations().get(ANN_LB_ID).map(String::as_str);
+    found.retain(|lb| decide::owned(&lb.found(), &owner, recorded_id));
     for lb in found {
         ctx.api.delete_load_balancer(&lb.id).await?;
         state.lbs.lock().await.remove_id(&lb.id);

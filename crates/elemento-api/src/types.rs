@@ -570,6 +570,18 @@ pub struct LoadBalancerSpec {
     pub private: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Proof of ownership [I: a field of ours, not Elemento's]: the cluster and the Kubernetes
+    /// object the LB was made for. A CCM adopts, changes or deletes only an LB that carries its
+    /// own marker (see docs/ccm.md, *Ownership*). Absent on LBs made before 0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<LbOwner>,
+}
+
+/// Who a load balancer belongs to [I]: `{"cluster": "<clusterName>", "service_uid": "<uid>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LbOwner {
+    pub cluster: String,
+    pub service_uid: String,
 }
 
 /// A load balancer as the API reports it [I].

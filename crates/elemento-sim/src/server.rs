@@ -362,6 +362,14 @@ async fn admin_state(State(s): State<Shared>) -> Answer {
     }))
 }
 
+/// An LB deleted outside Kubernetes (as from Elemento's console), without the client API.
+async fn admin_delete_lb(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
+    let mut w = s.world.lock().await;
+    w.delete_lb(&id)?;
+    s.save(&w);
+    ok(json!({}))
+}
+
 async fn admin_create_vm(State(s): State<Shared>, body: Bytes) -> Answer {
     let seed: VmSeed =
         serde_json::from_slice(&body).map_err(|e| sim_err(400, format!("invalid VM: {e}")))?;
@@ -579,6 +587,7 @@ pub fn router(sim: Shared) -> Router {
         .route("/_sim/state", get(admin_state))
         .route("/_sim/vms", post(admin_create_vm))
         .route("/_sim/vms/{id}", delete(admin_delete_vm))
+        .route("/_sim/load-balancers/{id}", delete(admin_delete_lb))
         .route("/_sim/vms/{id}/power", post(admin_power))
         .route("/_sim/faults", get(admin_faults).delete(admin_clear_faults))
         .route("/_sim/faults/{route}", put(admin_set_fault))

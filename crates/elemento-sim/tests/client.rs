@@ -335,6 +335,7 @@ fn lb_spec(targets: &[&str]) -> LoadBalancerSpec {
         proxy_protocol: false,
         private: false,
         hostname: None,
+        owner: None,
     }
 }
 
