@@ -161,7 +161,15 @@ fn attached_to_node(c: &Cluster) -> Vec<Value> {
         .unwrap_or_else(|| panic!("no VM {} in the simulator", c.node_vm_id))
 }
 
+/// A busybox container that idles (and stops at once on SIGTERM), with the given volume field.
+fn idle_container(volumes: &str) -> String {
+    format!(
+        r#"{{name: app, image: localhost/elemento-testenv/busybox:1, imagePullPolicy: Never, command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"], {volumes}}}"#
+    )
+}
+
 fn statefulset(name: &str, class: &str) -> String {
+    let container = idle_container("volumeMounts: [{name: data, mountPath: /data}]");
     format!(
         r#"apiVersion: apps/v1
 kind: StatefulSet
@@ -174,12 +182,7 @@ spec:
     metadata: {{labels: {{app: {name}}}}}
     spec:
       terminationGracePeriodSeconds: 1
-      containers:
-        - name: app
-          image: localhost/elemento-testenv/busybox:1
-          imagePullPolicy: Never
-          command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
-          volumeMounts: [{{name: data, mountPath: /data}}]
+      containers: [{container}]
   volumeClaimTemplates:
     - metadata: {{name: data}}
       spec:
@@ -439,6 +442,7 @@ fn charts_run_as_pods_on_a_real_kubelet() {
 
     // 8. A raw block volume: a pattern written with dd reads back the same.
     let t = Instant::now();
+    let container = idle_container("volumeDevices: [{name: raw, devicePath: /dev/xvda}]");
     c.apply(&format!(
         r#"apiVersion: v1
 kind: PersistentVolumeClaim
@@ -454,12 +458,7 @@ kind: Pod
 metadata: {{name: raw, namespace: {APP_NS}, labels: {{app: raw}}}}
 spec:
   terminationGracePeriodSeconds: 1
-  containers:
-    - name: app
-      image: localhost/elemento-testenv/busybox:1
-      imagePullPolicy: Never
-      command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
-      volumeDevices: [{{name: raw, devicePath: /dev/xvda}}]
+  containers: [{container}]
   volumes: [{{name: raw, persistentVolumeClaim: {{claimName: raw}}}}]
 "#
     ));

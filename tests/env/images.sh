@@ -17,13 +17,9 @@ log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # The image's stamp: the content it is made of.
 fresh() { [ -s "$OUT/$1.tar" ] && [ "$(cat "$OUT/$1.stamp" 2>/dev/null)" = "$2" ]; }
 
-scratch_image() { # archive-name image-ref binary [user]
-  local name=$1 ref=$2 binary=$3 user=${4:-} stamp c
-  stamp="$ref $(sha256sum "$binary" | cut -c1-16) $user"
-  fresh "$name" "$stamp" && return 0
-  c=$("${B[@]}" from scratch)
-  "${B[@]}" add "$c" "$binary" "/$(basename "$binary")" >/dev/null
-  "${B[@]}" config --entrypoint "[\"/$(basename "$binary")\"]" ${user:+--user "$user"} "$c"
+# Commits working container $1 as $3 and writes it to $OUT/$2.tar with its stamp.
+save() { # container archive-name image-ref stamp
+  local c=$1 name=$2 ref=$3 stamp=$4
   "${B[@]}" commit --quiet --format oci "$c" "$ref" >/dev/null
   "${B[@]}" rm "$c" >/dev/null
   rm -f "$OUT/$name.tar"
@@ -31,6 +27,16 @@ scratch_image() { # archive-name image-ref binary [user]
   "${B[@]}" rmi "$ref" >/dev/null 2>&1 || true
   echo "$stamp" > "$OUT/$name.stamp"
   log "$ref"
+}
+
+scratch_image() { # archive-name image-ref binary [user]
+  local name=$1 ref=$2 binary=$3 user=${4:-} stamp c
+  stamp="$ref $(sha256sum "$binary" | cut -c1-16) $user"
+  fresh "$name" "$stamp" && return 0
+  c=$("${B[@]}" from scratch)
+  "${B[@]}" add "$c" "$binary" "/$(basename "$binary")" >/dev/null
+  "${B[@]}" config --entrypoint "[\"/$(basename "$binary")\"]" ${user:+--user "$user"} "$c"
+  save "$c" "$name" "$ref" "$stamp"
 }
 
 busybox_image() { # archive-name image-ref
@@ -46,13 +52,7 @@ busybox_image() { # archive-name image-ref
   c=$("${B[@]}" from scratch)
   "${B[@]}" add "$c" "$root/" / >/dev/null
   "${B[@]}" config --env PATH=/bin --cmd '["/bin/sh"]' "$c"
-  "${B[@]}" commit --quiet --format oci "$c" "$ref" >/dev/null
-  "${B[@]}" rm "$c" >/dev/null
-  rm -f "$OUT/$name.tar"
-  "${B[@]}" push --quiet "$ref" "oci-archive:$OUT/$name.tar:$ref"
-  "${B[@]}" rmi "$ref" >/dev/null 2>&1 || true
-  echo "$stamp" > "$OUT/$name.stamp"
-  log "$ref"
+  save "$c" "$name" "$ref" "$stamp"
 }
 
 # The charts must reference exactly these tags (one pin, in versions.env).
