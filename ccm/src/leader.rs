@@ -1,8 +1,13 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease. Only the leader runs controllers; a
 //! leader that cannot renew within the renew deadline exits (as upstream controller managers do),
 //! so two replicas never act at once for longer than the lease allows.
+//!
+//! Expiry uses observed time, as client-go does: a candidate never compares the holder's
+//! `renewTime` with its own wall clock (the two machines' clocks may disagree by minutes). It
+//! notes when, on its own monotonic clock, it last saw the lease record change, and takes the lease
+//! only after the record has stayed unchanged for a whole lease duration.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
@@ -55,10 +60,32 @@ fn lease_body(
     .expect("lease body is valid")
 }
 
+/// What a candidate has seen of the lease: the last record, and when (on this process's
+/// monotonic clock) it last changed.
+#[derive(Debug, Default)]
+pub struct Observed {
+    record: Option<String>,
+    since: Option<Instant>,
+}
+
+impl Observed {
+    /// Notes the record seen at `now`; returns how long it has stayed unchanged as far as this
+    /// process has seen (zero the first time: a new candidate waits a whole lease duration).
+    pub fn see(&mut self, record: String, now: Instant) -> Duration {
+        if self.record.as_deref() != Some(record.as_str()) {
+            self.record = Some(record);
+            self.since = Some(now);
+        }
+        self.since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+}
+
 /// One try to take or renew the lease. `Ok(true)` = we hold it now.
 pub async fn try_acquire_or_renew(
     api: &Api<Lease>,
     cfg: &LeaderConfig,
+    observed: &mut Observed,
 ) -> Result<bool, kube::Error> {
     let existing = match api.get_opt(&cfg.name).await? {
         None => {
@@ -75,10 +102,15 @@ pub async fn try_acquire_or_renew(
     };
     let spec = existing.spec.clone().unwrap_or_default();
     let holder = spec.holder_identity.as_deref();
-    let age = spec.renew_time.as_ref().and_then(|t| {
-        let d = Timestamp::now().duration_since(t.0);
-        Duration::try_from(d).ok()
-    });
+    // The record's identity: any renewal changes renewTime (and the resourceVersion).
+    let record = format!(
+        "{holder:?}|{:?}|{:?}|{:?}",
+        spec.renew_time.as_ref().map(|t| t.0.to_string()),
+        spec.lease_transitions,
+        existing.metadata.resource_version
+    );
+    let unchanged_for = observed.see(record, Instant::now());
+    let age = spec.renew_time.as_ref().map(|_| unchanged_for);
     let duration = spec
         .lease_duration_seconds
         .map_or(cfg.lease_duration, |s| Duration::from_secs(s.max(0) as u64));
@@ -113,8 +145,9 @@ pub async fn try_acquire_or_renew(
 
 /// Waits until this process holds the lease.
 pub async fn acquire(api: &Api<Lease>, cfg: &LeaderConfig) {
+    let mut observed = Observed::default();
     loop {
-        match try_acquire_or_renew(api, cfg).await {
+        match try_acquire_or_renew(api, cfg, &mut observed).await {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => warn!(error = %e, "leader election"),
@@ -125,11 +158,12 @@ pub async fn acquire(api: &Api<Lease>, cfg: &LeaderConfig) {
 
 /// Renews until renewal fails for longer than the renew deadline; then returns (the caller exits).
 pub async fn keep(api: Api<Lease>, cfg: LeaderConfig) {
-    let mut last_ok = std::time::Instant::now();
+    let mut last_ok = Instant::now();
+    let mut observed = Observed::default();
     loop {
         tokio::time::sleep(cfg.retry_period).await;
-        match try_acquire_or_renew(&api, &cfg).await {
-            Ok(true) => last_ok = std::time::Instant::now(),
+        match try_acquire_or_renew(&api, &cfg, &mut observed).await {
+            Ok(true) => last_ok = Instant::now(),
             Ok(false) => {
                 warn!(identity = %cfg.identity, "lost the lease to another holder");
                 return;
@@ -146,6 +180,36 @@ pub async fn keep(api: Api<Lease>, cfg: LeaderConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A standby whose clock is a minute off either way never takes a lease that is being
+    /// renewed, and takes an abandoned one one lease duration after it stopped changing.
+    #[test]
+    fn expiry_uses_observed_time_not_the_holders_clock() {
+        let lease = Duration::from_secs(15);
+        let t0 = Instant::now();
+        for skew in [-60i64, 60] {
+            let mut seen = Observed::default();
+            // The holder renews every 2 s; its renewTime, read with our skewed clock, looks a
+            // minute old (or a minute in the future): irrelevant, only changes count.
+            for i in 0..30u64 {
+                let renew = format!("2026-12-02T10:00:{:02}Z skew {skew}", (i * 2) % 60);
+                let age = seen.see(format!("a|{renew}"), t0 + Duration::from_secs(i * 2));
+                assert!(
+                    !can_acquire(Some("a"), Some(age), lease, "b"),
+                    "skew {skew}, t {i}"
+                );
+            }
+            // The holder dies: the record stops changing.
+            let last = "a|2026-12-02T10:00:58Z".to_string();
+            let dead_at = t0 + Duration::from_secs(60);
+            let age = seen.see(last.clone(), dead_at);
+            assert!(!can_acquire(Some("a"), Some(age), lease, "b"));
+            let age = seen.see(last.clone(), dead_at + Duration::from_secs(14));
+            assert!(!can_acquire(Some("a"), Some(age), lease, "b"));
+            let age = seen.see(last, dead_at + Duration::from_secs(16));
+            assert!(can_acquire(Some("a"), Some(age), lease, "b"), "skew {skew}");
+        }
+    }
 
     #[test]
     fn acquisition_rules() {

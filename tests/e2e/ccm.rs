@@ -720,3 +720,72 @@ async fn load_balancers_are_never_leaked_taken_over_or_left_dead() {
     .await;
     assert!(lbs(&env).await.is_empty(), "nothing left");
 }
+
+/// A holder whose clock is a minute behind writes a renewTime that looks a minute old to us; as
+/// long as it keeps renewing, a standby never takes the lease (no double leader). Once it stops,
+/// the standby takes over one lease duration later.
+#[tokio::test]
+async fn a_holder_with_a_skewed_clock_keeps_the_lease_while_it_renews() {
+    let _serial = SERIAL.lock().await;
+    let env = CcmEnv::new(&format!("vms:\n{}", vm("s1", "s1", "template: neon"))).await;
+    let leases: Api<Lease> = Api::namespaced(env.kube.clone(), &env.ns.name);
+    let skewed = |n: i64| {
+        let t =
+            k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(60);
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "elemento-cloud-controller-manager", "namespace": env.ns.name},
+            "spec": {"holderIdentity": "skewed-holder", "leaseDurationSeconds": 4,
+                     "renewTime": t.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string(), "leaseTransitions": n}
+        })
+    };
+    let pp = PatchParams::apply("skewed-holder").force();
+    leases
+        .patch(
+            "elemento-cloud-controller-manager",
+            &pp,
+            &Patch::Apply(skewed(0)),
+        )
+        .await
+        .unwrap();
+    let (_c, _) = env.start_ccm(
+        "ccm-standby",
+        &[
+            "--leader-elect-lease-duration",
+            "4s",
+            "--leader-elect-renew-deadline",
+            "3s",
+            "--leader-elect-retry-period",
+            "500ms",
+        ],
+    );
+    // The holder renews every second for 10 s (two and a half lease durations).
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        leases
+            .patch(
+                "elemento-cloud-controller-manager",
+                &pp,
+                &Patch::Apply(skewed(0)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            holder(&env).await.as_deref(),
+            Some("skewed-holder"),
+            "the standby took a live lease"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The holder stops: the standby takes over after one lease duration of silence.
+    let stopped = Instant::now();
+    wait_for("the standby to take the abandoned lease", T, || async {
+        (holder(&env).await.as_deref() == Some("ccm-standby")).then_some(())
+    })
+    .await;
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(3),
+        "taken over too early: {:?}",
+        stopped.elapsed()
+    );
+}
