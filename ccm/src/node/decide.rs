@@ -301,6 +301,8 @@ mod tests {
             region: None,
             power: PowerState::Running,
             volume_ids: vec![],
+            private_ipv4: None,
+            vm_tags: vec![],
         }
     }
 

@@ -67,11 +67,16 @@ pub struct Vm {
     pub mac: Option<String>,
     /// Cloud provider (`provider` [M] or `mesos.provider` [K]); `None` on AtomOS hypervisors.
     pub provider: Option<String>,
-    /// Provider region (`mesos.region`) [I].
+    /// Provider region (`region` or `mesos.region`, top level or in `req_json`) [K, §8.4].
     pub region: Option<String>,
     pub power: PowerState,
     /// Volume ids attached to the VM (`req_json.volumes[].vid|volumeID`).
     pub volume_ids: Vec<String>,
+    /// The private (VPC) address (`private_network_config[0].ipv4`, in `req_json` or at the top
+    /// level) [K, §8.3].
+    pub private_ipv4: Option<Ipv4Addr>,
+    /// Tags the VM was registered with (`vm_tags`, top level or in `req_json`) [K, §8.4].
+    pub vm_tags: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,8 +89,65 @@ pub(crate) struct VmWire {
     req_json: ReqJsonWire,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     provider: Option<String>,
+    /// Status fields seen at the top level (later Meson, §8.4) or in `req_json` (the mock): the
+    /// shared ones are read at both levels, the top level first.
+    #[serde(flatten)]
+    status: StatusFieldsWire,
+}
+
+/// The fields Elemento puts either at the top level of a VM record or inside `req_json`.
+#[derive(Debug, Default, Deserialize)]
+struct StatusFieldsWire {
     #[serde(default)]
     states: Option<serde_json::Value>,
+    #[serde(default)]
+    mesos: Option<MesosWire>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    region: Option<String>,
+    #[serde(default)]
+    vm_tags: Option<serde_json::Value>,
+    /// `null` on a VM without an address yet (an AtomOS sample, §8.3): not an error.
+    #[serde(default)]
+    network_config: Option<NetworkConfigWire>,
+    #[serde(default, deserialize_with = "lenient::vec_skip_bad")]
+    private_network_config: Vec<NetworkConfigWire>,
+}
+
+impl StatusFieldsWire {
+    fn state(&self) -> Option<String> {
+        // `states` is a string in the TUI fixtures; tolerate a list of strings too.
+        match &self.states {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().find_map(|v| v.as_str().map(String::from))
+            }
+            _ => None,
+        }
+    }
+
+    /// Tags as a list of strings, or a `{key: value}` map as `key=value`.
+    fn tags(&self) -> Option<Vec<String>> {
+        match self.vm_tags.as_ref()? {
+            serde_json::Value::Array(a) => Some(
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect(),
+            ),
+            serde_json::Value::Object(m) => Some(
+                m.iter()
+                    .map(|(k, v)| match v.as_str() {
+                        Some(v) => format!("{k}={v}"),
+                        None => k.clone(),
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+fn parse_ipv4(s: Option<&str>) -> Option<Ipv4Addr> {
+    s.and_then(|s| s.split('/').next()?.trim().parse().ok())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,10 +162,8 @@ struct ReqJsonWire {
     volumes: Vec<VmVolumeRefWire>,
     #[serde(default, deserialize_with = "lenient::vec_skip_bad")]
     pcidevs: Vec<PciWire>,
-    #[serde(default)]
-    network_config: Option<NetworkConfigWire>,
-    #[serde(default)]
-    mesos: Option<MesosWire>,
+    #[serde(flatten)]
+    status: StatusFieldsWire,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,34 +211,43 @@ impl VmWire {
     pub(crate) fn normalise(self) -> Option<Vm> {
         let id = self.unique_id?;
         let r = self.req_json;
-        let mesos = r.mesos.unwrap_or_default();
-        let net = r.network_config.unwrap_or_default();
-        // `states` is a string in the TUI fixtures; tolerate a list of strings too.
-        let state = match &self.states {
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().find_map(|v| v.as_str().map(String::from))
-            }
-            _ => None,
+        let (top, inner) = (&self.status, &r.status);
+        let mesos = |f: fn(&MesosWire) -> Option<String>| {
+            top.mesos
+                .as_ref()
+                .and_then(f)
+                .or_else(|| inner.mesos.as_ref().and_then(f))
         };
+        let net = top
+            .network_config
+            .as_ref()
+            .or(inner.network_config.as_ref());
+        let private = top
+            .private_network_config
+            .first()
+            .or(inner.private_network_config.first());
         Some(Vm {
             name: r.vm_name.unwrap_or_default(),
             server_url: self.serverurl,
             slots: r.slots.unwrap_or(0.0).max(0.0) as u32,
             ram_mib: units::status_ram_to_mib(r.ramsize.unwrap_or(0.0)),
             gpus: pci_count(&r.pcidevs),
-            ipv4: net
-                .ipv4
-                .and_then(|s| s.split('/').next()?.trim().parse().ok()),
-            mac: net.mac,
-            provider: self.provider.or(mesos.provider),
-            region: mesos.region,
-            power: PowerState::parse(state.as_deref()),
+            ipv4: parse_ipv4(net.and_then(|n| n.ipv4.as_deref())),
+            mac: net.and_then(|n| n.mac.clone()),
+            provider: self.provider.or_else(|| mesos(|m| m.provider.clone())),
+            region: top
+                .region
+                .clone()
+                .or_else(|| mesos(|m| m.region.clone()))
+                .or_else(|| inner.region.clone()),
+            power: PowerState::parse(top.state().or_else(|| inner.state()).as_deref()),
             volume_ids: r
                 .volumes
                 .into_iter()
                 .filter_map(|v| v.vid.or(v.volume_id))
                 .collect(),
+            private_ipv4: parse_ipv4(private.and_then(|n| n.ipv4.as_deref())),
+            vm_tags: top.tags().or_else(|| inner.tags()).unwrap_or_default(),
             id,
         })
     }
@@ -610,6 +679,47 @@ pub(crate) struct LbIdWire<'a> {
 
 #[cfg(test)]
 mod tests {
+    fn vm(record: serde_json::Value) -> super::Vm {
+        serde_json::from_value::<super::VmWire>(record)
+            .unwrap()
+            .normalise()
+            .unwrap()
+    }
+
+    #[test]
+    fn status_fields_are_read_at_either_level() {
+        // Later Meson (§8.4): at the top level.
+        let top = vm(serde_json::json!({
+            "uniqueID": "vm-1", "states": "running", "region": "gra",
+            "mesos": {"provider": "ovh", "price": 0.01},
+            "vm_tags": ["k8s-cluster=c1", "k8s-nodegroup=g1"],
+            "network_config": {"ipv4": "203.0.113.7"},
+            "req_json": {"vm_name": "n1", "private_network_config": [{"ipv4": "10.1.0.7/24"}]}
+        }));
+        // The mock: inside req_json.
+        let inner = vm(serde_json::json!({
+            "uniqueID": "vm-1",
+            "req_json": {"vm_name": "n1", "states": ["running"], "mesos": {"provider": "ovh", "region": "gra"},
+                         "vm_tags": {"k8s-cluster": "c1", "k8s-nodegroup": "g1"},
+                         "network_config": {"ipv4": "203.0.113.7"},
+                         "private_network_config": [{"ipv4": "10.1.0.7"}]}
+        }));
+        for v in [&top, &inner] {
+            assert_eq!(v.power, super::PowerState::Running, "{v:?}");
+            assert_eq!(v.provider.as_deref(), Some("ovh"), "{v:?}");
+            assert_eq!(v.region.as_deref(), Some("gra"), "{v:?}");
+            assert_eq!(v.vm_tags, ["k8s-cluster=c1", "k8s-nodegroup=g1"], "{v:?}");
+            assert_eq!(v.ipv4, "203.0.113.7".parse().ok(), "{v:?}");
+            assert_eq!(v.private_ipv4, "10.1.0.7".parse().ok(), "{v:?}");
+        }
+        // A VM without an address yet: `network_config: null` is not an error.
+        let bare = vm(
+            serde_json::json!({"uniqueID": "vm-2", "network_config": null, "req_json": {"network_config": null}}),
+        );
+        assert_eq!((bare.ipv4, bare.private_ipv4), (None, None));
+        assert!(bare.vm_tags.is_empty());
+    }
+
     #[test]
     fn attach_body_names_the_ids_every_known_way() {
         let body = serde_json::to_value(super::VolumeAttachRequest::new("vm-1", "vol-1")).unwrap();
