@@ -710,6 +710,42 @@ async fn load_balancers_are_never_leaked_taken_over_or_left_dead() {
     })
     .await;
 
+    // 4. A source-IP restriction reaches the LB as its allow-list; one it cannot express is
+    // refused with the field named, and the LB keeps what it had.
+    svcs.patch(
+        "web",
+        &pp,
+        &Patch::Merge(json!({"spec": {"loadBalancerSourceRanges": ["203.0.113.0/24"]}})),
+    )
+    .await
+    .unwrap();
+    wait_for("the allow-list on the LB", T, || async {
+        lb_named(&env, "shop")
+            .await
+            .filter(|l| l["allowed_sources"] == json!(["203.0.113.0/24"]))
+    })
+    .await;
+    svcs.patch(
+        "web",
+        &pp,
+        &Patch::Merge(json!({"spec": {"loadBalancerSourceRanges": ["2001:db8::/32"]}})),
+    )
+    .await
+    .unwrap();
+    let ev = event_with(&env, "web", "InvalidLoadBalancerService").await;
+    assert!(
+        ev["note"]
+            .as_str()
+            .unwrap()
+            .contains("spec.loadBalancerSourceRanges"),
+        "{ev}"
+    );
+    assert_eq!(
+        lb_named(&env, "shop").await.unwrap()["allowed_sources"],
+        json!(["203.0.113.0/24"]),
+        "never opened up"
+    );
+
     svcs.delete("web", &DeleteParams::default()).await.unwrap();
     wait_for("web gone", T, || async {
         svcs.get_opt("web")

@@ -5,6 +5,7 @@ use std::fmt;
 
 use elemento_api::types::*;
 use k8s_openapi::api::core::v1::Service;
+use kube::ResourceExt;
 
 pub const ANN_PREFIX: &str = "load-balancer.elemento.cloud/";
 pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
@@ -362,6 +363,30 @@ pub fn desired_spec(
     targets: Vec<String>,
 ) -> Result<LoadBalancerSpec, String> {
     let spec = svc.spec.as_ref().ok_or("the Service has no spec")?;
+    // What Elemento cannot do is refused, never dropped: a silently wrong LB is worse than none.
+    let families = spec.ip_families.as_deref().unwrap_or_default();
+    if !families.is_empty() && !families.iter().any(|f| f == "IPv4") {
+        return Err("spec.ipFamilies has no IPv4: Elemento load balancers have IPv4 addresses only; use ipFamilies [IPv4] or ipFamilyPolicy PreferDualStack".into());
+    }
+    if let Some(ip) = spec.load_balancer_ip.as_deref().filter(|s| !s.is_empty()) {
+        return Err(format!(
+            "spec.loadBalancerIP {ip}: the Elemento API allocates load-balancer addresses and cannot reserve a given one; remove the field"
+        ));
+    }
+    let allowed_sources = source_ranges(svc)?;
+    let algorithm = match spec.session_affinity.as_deref() {
+        Some("ClientIP") => {
+            let asked = svc.annotations().get(&format!("{ANN_PREFIX}algorithm"));
+            if asked.is_some_and(|a| a != "source_ip") {
+                return Err(format!(
+                    "spec.sessionAffinity ClientIP needs the source_ip algorithm, but {ANN_PREFIX}algorithm asks for {}; remove one of the two",
+                    asked.map_or("", String::as_str)
+                ));
+            }
+            LbAlgorithm::SourceIp
+        }
+        _ => opts.algorithm,
+    };
     let mut listeners = vec![];
     for p in spec.ports.as_deref().unwrap_or_default() {
         let protocol = match p.protocol.as_deref().unwrap_or("TCP") {
@@ -422,12 +447,66 @@ pub fn desired_spec(
             timeout_seconds: opts.health_check_timeout,
             retries: opts.health_check_retries,
         },
-        algorithm: opts.algorithm,
+        algorithm,
         proxy_protocol: opts.proxy_protocol,
         private: opts.internal,
         hostname: opts.hostname.clone(),
         owner: None,
+        allowed_sources,
     })
+}
+
+/// The annotation upstream cloud providers read when `spec.loadBalancerSourceRanges` is unset.
+pub const ANN_SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+
+/// `spec.loadBalancerSourceRanges` (or, when empty, the source-ranges annotation) as IPv4 CIDRs,
+/// normalized and sorted. Anything else is an error naming the field and the value: a restriction
+/// the LB could not enforce is never dropped.
+pub fn source_ranges(svc: &Service) -> Result<Vec<String>, String> {
+    let from_spec = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_source_ranges.clone())
+        .unwrap_or_default();
+    let (field, raw): (&str, Vec<String>) = if !from_spec.is_empty() {
+        ("spec.loadBalancerSourceRanges", from_spec)
+    } else {
+        let ann = svc
+            .annotations()
+            .get(ANN_SOURCE_RANGES)
+            .cloned()
+            .unwrap_or_default();
+        (
+            ANN_SOURCE_RANGES,
+            ann.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        )
+    };
+    let mut out = vec![];
+    for r in raw {
+        let parsed = r.split_once('/').and_then(|(ip, len)| {
+            let ip: std::net::Ipv4Addr = ip.trim().parse().ok()?;
+            let len: u8 = len.trim().parse().ok().filter(|l| *l <= 32)?;
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            Some(format!(
+                "{}/{len}",
+                std::net::Ipv4Addr::from(u32::from(ip) & mask)
+            ))
+        });
+        match parsed {
+            Some(c) => out.push(c),
+            None => {
+                return Err(format!(
+                    "{field}: {r:?} is not an IPv4 CIDR (a.b.c.d/n); Elemento load balancers are IPv4 only"
+                ));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// What the service controller does with the LBs it found for a Service.
@@ -732,6 +811,70 @@ mod tests {
                 .unwrap_err()
                 .contains("nodePort")
         );
+    }
+
+    /// Service fields Elemento cannot honour are refused with the field named; the ones it can
+    /// (source ranges, ClientIP affinity) reach the LB spec. Nothing is silently dropped.
+    #[test]
+    fn service_fields_are_honoured_or_refused_never_ignored() {
+        let o = parse_annotations(&BTreeMap::new(), &LbDefaults::default()).unwrap();
+        let with = |patch: serde_json::Value, ann: serde_json::Value| {
+            let mut v = serde_json::to_value(lb_svc()).unwrap();
+            for (k, x) in patch.as_object().unwrap() {
+                v["spec"][k] = x.clone();
+            }
+            v["metadata"]["annotations"] = ann;
+            desired_spec(&svc(v), "lb".into(), &o, vec![])
+        };
+        let s = with(
+            json!({"loadBalancerSourceRanges": ["203.0.113.9/24", "198.51.100.0/24"]}),
+            json!({}),
+        )
+        .unwrap();
+        assert_eq!(s.allowed_sources, ["198.51.100.0/24", "203.0.113.0/24"]);
+        let s = with(
+            json!({}),
+            json!({ANN_SOURCE_RANGES: "10.0.0.0/8, 192.0.2.1/32"}),
+        )
+        .unwrap();
+        assert_eq!(s.allowed_sources, ["10.0.0.0/8", "192.0.2.1/32"]);
+        assert!(
+            with(json!({}), json!({}))
+                .unwrap()
+                .allowed_sources
+                .is_empty()
+        );
+        for bad in [
+            json!(["10.0.0.0"]),
+            json!(["2001:db8::/32"]),
+            json!(["10.0.0.0/33"]),
+        ] {
+            let e = with(json!({"loadBalancerSourceRanges": bad}), json!({})).unwrap_err();
+            assert!(
+                e.contains("spec.loadBalancerSourceRanges") && e.contains("IPv4 CIDR"),
+                "{e}"
+            );
+        }
+        let e = with(json!({}), json!({ANN_SOURCE_RANGES: "office"})).unwrap_err();
+        assert!(e.contains(ANN_SOURCE_RANGES), "{e}");
+        // ClientIP affinity is the source-IP algorithm; a conflicting annotation is refused.
+        let s = with(json!({"sessionAffinity": "ClientIP"}), json!({})).unwrap();
+        assert_eq!(s.algorithm, LbAlgorithm::SourceIp);
+        let e = with(
+            json!({"sessionAffinity": "ClientIP"}),
+            json!({"load-balancer.elemento.cloud/algorithm": "round_robin"}),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("sessionAffinity") && e.contains("round_robin"),
+            "{e}"
+        );
+        // A requested address, or IPv6 only: refused, naming the field.
+        let e = with(json!({"loadBalancerIP": "203.0.113.50"}), json!({})).unwrap_err();
+        assert!(e.contains("spec.loadBalancerIP 203.0.113.50"), "{e}");
+        let e = with(json!({"ipFamilies": ["IPv6"]}), json!({})).unwrap_err();
+        assert!(e.contains("spec.ipFamilies"), "{e}");
+        assert!(with(json!({"ipFamilies": ["IPv6", "IPv4"]}), json!({})).is_ok());
     }
 
     #[test]

@@ -644,6 +644,10 @@ pub struct LoadBalancerSpec {
     /// own marker (see docs/ccm.md, *Ownership*). Absent on LBs made before 0.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<LbOwner>,
+    /// Client networks allowed to connect (IPv4 CIDRs); empty = everyone [I]. From the Service's
+    /// `loadBalancerSourceRanges`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_sources: Vec<String>,
 }
 
 /// Who a load balancer belongs to [I]: `{"cluster": "<clusterName>", "service_uid": "<uid>"}`.

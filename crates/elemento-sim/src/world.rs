@@ -603,6 +603,22 @@ impl World {
                 return Err(err(400, format!("listener {l:?}: ports must be 1-65535")));
             }
         }
+        // The allow-list is enforced by the (simulated) LB: it must be one it can apply.
+        if let Some(bad) = spec.allowed_sources.iter().find(|c| {
+            c.split_once('/')
+                .and_then(|(ip, len)| {
+                    Some((
+                        ip.parse::<std::net::Ipv4Addr>().ok()?,
+                        len.parse::<u8>().ok()?,
+                    ))
+                })
+                .is_none_or(|(_, len)| len > 32)
+        }) {
+            return Err(err(
+                400,
+                format!("allowed_sources: {bad:?} is not an IPv4 CIDR"),
+            ));
+        }
         if let Some(t) = spec.targets.iter().find(|t| !self.vms.contains_key(*t)) {
             return Err(err(
                 400,

@@ -336,6 +336,7 @@ fn lb_spec(targets: &[&str]) -> LoadBalancerSpec {
         private: false,
         hostname: None,
         owner: None,
+        allowed_sources: vec![],
     }
 }
 
