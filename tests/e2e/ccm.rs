@@ -280,6 +280,18 @@ fn svc(name: &str, ports: Value, annotations: Value, class: Option<&str>) -> Ser
     .unwrap()
 }
 
+/// Deletes a Service and waits until the CCM has removed its finalizer and the Service is gone.
+async fn delete_service(svcs: &Api<Service>, name: &str) {
+    svcs.delete(name, &DeleteParams::default()).await.unwrap();
+    wait_for(&format!("Service {name} to be gone"), T, || async {
+        svcs.get_opt(name)
+            .await
+            .ok()
+            .and_then(|s| s.is_none().then_some(()))
+    })
+    .await;
+}
+
 fn ingress_ip(s: &Service) -> Option<String> {
     s.status
         .as_ref()?
@@ -436,14 +448,7 @@ async fn load_balancer_services_follow_ports_annotations_and_nodes() {
     assert_eq!(lbs(&env).await.len(), 1);
 
     // Deleting the Service deletes the LB, then the finalizer goes and the Service with it.
-    svcs.delete("web", &DeleteParams::default()).await.unwrap();
-    wait_for("the Service to be gone", T, || async {
-        svcs.get_opt("web")
-            .await
-            .ok()
-            .and_then(|s| s.is_none().then_some(()))
-    })
-    .await;
+    delete_service(&svcs, "web").await;
     assert!(lbs(&env).await.is_empty(), "no LB left behind");
 }
 
@@ -666,16 +671,7 @@ async fn load_balancers_are_never_leaked_taken_over_or_left_dead() {
         "web's ports, not the intruder's"
     );
     assert!(ingress_ip(&svcs.get("intruder").await.unwrap()).is_none());
-    svcs.delete("intruder", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for("the intruder gone", T, || async {
-        svcs.get_opt("intruder")
-            .await
-            .ok()
-            .and_then(|s| s.is_none().then_some(()))
-    })
-    .await;
+    delete_service(&svcs, "intruder").await;
     assert!(
         lb_named(&env, "shop").await.is_some(),
         "deleting the intruder kept web's LB"
@@ -746,14 +742,7 @@ async fn load_balancers_are_never_leaked_taken_over_or_left_dead() {
         "never opened up"
     );
 
-    svcs.delete("web", &DeleteParams::default()).await.unwrap();
-    wait_for("web gone", T, || async {
-        svcs.get_opt("web")
-            .await
-            .ok()
-            .and_then(|s| s.is_none().then_some(()))
-    })
-    .await;
+    delete_service(&svcs, "web").await;
     assert!(lbs(&env).await.is_empty(), "nothing left");
 }
 

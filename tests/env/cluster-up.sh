@@ -35,7 +35,7 @@ for _ in $(seq 1 100); do grep -q listening "$DIR/logs/elemento-sim.out" 2>/dev/
 api_url=http://$(grep -m1 listening "$DIR/logs/elemento-sim.out" | sed 's/.*\["\([^"]*\)".*/\1/')
 [ "$api_url" != http:// ] || { log "the simulator did not start:"; tail -n 20 "$DIR/logs/elemento-sim.log" >&2; exit 1; }
 
-TESTENV_IMAGES="$images" TESTENV_IMAGE_DIRS="${TESTENV_IMAGE_DIRS:-$images:$root/target/images}" \
+TESTENV_IMAGE_DIRS="${TESTENV_IMAGE_DIRS:-$images:$root/target/images}" \
   bash "$here/node-up.sh" > "$DIR/node.env"
 log "node $node up ($((SECONDS - t0)) s)"
 cat > "$DIR/cluster.env" <<ENV

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -176,10 +176,6 @@ impl Cluster {
     pub fn sim_calls_ok(&self, route: &str) -> u64 {
         let c = self.sim("/_sim/counters");
         c[route]["by_status"]["200"].as_u64().unwrap_or(0)
-    }
-
-    pub fn logs_dir(&self) -> &Path {
-        &self.dir
     }
 }
 
