@@ -72,9 +72,13 @@ pub struct Args {
     /// confirmed shut off this long, so stateful pods and volumes fail over. Off when unset.
     #[arg(long, value_parser = parse_duration)]
     pub out_of_service_taint_after: Option<Duration>,
-    /// Serve /metrics, /healthz and /readyz here.
-    #[arg(long, default_value = "0.0.0.0:10258")]
+    /// Serve /metrics, /healthz and /readyz here. Loopback by default: the metrics are not
+    /// authenticated, and the CCM usually runs with host networking.
+    #[arg(long, default_value = "127.0.0.1:10258")]
     pub metrics_bind_address: SocketAddr,
+    /// Also serve /healthz and /readyz (only) here, for the kubelet's probes. Off when unset.
+    #[arg(long)]
+    pub health_bind_address: Option<SocketAddr>,
     /// text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
+use crate::events::Reason;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::service::decide::{ClassPolicy, LbDefaults};
@@ -66,24 +67,23 @@ impl Ctx {
     pub async fn event(
         &self,
         obj: &k8s_openapi::api::core::v1::ObjectReference,
-        warning: bool,
-        reason: &str,
+        reason: Reason,
         action: &str,
         note: String,
     ) {
         let ev = Event {
-            type_: if warning {
+            type_: if reason.is_warning() {
                 EventType::Warning
             } else {
                 EventType::Normal
             },
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             note: Some(clip_note(note)),
             action: action.into(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, obj).await {
-            warn!(error = %e, reason, "could not publish event");
+            warn!(error = %e, reason = reason.as_str(), "could not publish event");
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod context;
+pub mod events;
 pub mod inventory;
 pub mod leader;
 pub mod lifecycle;

@@ -96,6 +96,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let health = Health::default();
     let bound =
         elemento_telemetry::serve(args.metrics_bind_address, registry, health.clone()).await?;
+    if let Some(addr) = args.health_bind_address {
+        elemento_telemetry::serve_health(addr, health.clone()).await?;
+    }
     info!(metrics = %bound, ?controllers, cluster = %cloud.cluster_name, "starting");
 
     let settings = Settings {

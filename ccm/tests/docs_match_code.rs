@@ -1,12 +1,15 @@
 //! docs/ccm.md cannot drift from the code: every flag in its Flags table is one the binary accepts
 //! and every flag the binary accepts is in the table; every metric family it names is registered,
-//! and every registered family is named.
+//! and every registered family is named; the same both ways for event reasons (with their type)
+//! and for the load-balancer annotations.
 
 use std::collections::BTreeSet;
 
 use clap::CommandFactory;
 use elemento_ccm::config::Args;
+use elemento_ccm::events::Reason;
 use elemento_ccm::metrics::Metrics;
+use elemento_ccm::service::decide::{ANN_PREFIX, ANNOTATIONS};
 use elemento_telemetry::ApiMetrics;
 use prometheus_client::registry::Registry;
 
@@ -97,5 +100,67 @@ fn every_metric_family_is_documented_and_registered() {
         undocumented.is_empty() && unknown.is_empty(),
         "metric families registered but not in docs/ccm.md: {undocumented:?}; \
          named in docs/ccm.md but not registered: {unknown:?}"
+    );
+}
+
+#[test]
+fn every_event_reason_is_documented_with_its_type() {
+    let d = doc();
+    let events = section(&d, "## Events and metrics");
+    let events = &events[..events.find("Metrics:").unwrap_or(events.len())];
+    // `Warning Reason`, `Normal Reason`, or a bare `Reason` taking the type of the one before.
+    let mut documented = BTreeSet::new();
+    let mut kind = "";
+    for t in events.split('`').skip(1).step_by(2) {
+        let (k, name) = match t.split_once(' ') {
+            Some((k @ ("Warning" | "Normal"), n)) => (k, n),
+            _ => (kind, t),
+        };
+        // Other backticked words (the reporting controller's name) are not reasons.
+        if !name.starts_with(|c: char| c.is_ascii_uppercase())
+            || !name.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            continue;
+        }
+        kind = k;
+        documented.insert((name.to_string(), k.to_string()));
+    }
+    let published: BTreeSet<(String, String)> = Reason::ALL
+        .iter()
+        .map(|r| {
+            let k = if r.is_warning() { "Warning" } else { "Normal" };
+            (r.as_str().to_string(), k.to_string())
+        })
+        .collect();
+    let undocumented: Vec<_> = published.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&published).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "event reasons the CCM publishes but docs/ccm.md does not list (or lists with another type): \
+         {undocumented:?}; listed in docs/ccm.md but not published: {unknown:?}"
+    );
+}
+
+#[test]
+fn every_load_balancer_annotation_is_documented_and_read() {
+    let d = doc();
+    let table = section(&d, "## Load balancers");
+    let heading = format!("| annotation (`{ANN_PREFIX}…`)");
+    let start = table
+        .find(&heading)
+        .expect("the annotation table of docs/ccm.md");
+    let documented: BTreeSet<String> = table[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('`').nth(1).map(str::to_string))
+        .collect();
+    let read: BTreeSet<String> = ANNOTATIONS.iter().map(|(k, _)| k.to_string()).collect();
+    let undocumented: Vec<_> = read.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&read).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "annotations the CCM reads but docs/ccm.md does not list: {undocumented:?}; \
+         listed in docs/ccm.md but not read: {unknown:?}"
     );
 }

@@ -63,7 +63,9 @@ pub struct Args {
     /// How long NodeStage waits for an attached device to appear.
     #[arg(long, default_value = "15", value_parser = |s: &str| s.parse::<u64>().map(Duration::from_secs).map_err(|e| e.to_string()))]
     pub device_wait_seconds: Duration,
-    #[arg(long, default_value = "0.0.0.0:9810")]
+    /// Serve /metrics, /healthz and /readyz here. Loopback by default: the metrics are not
+    /// authenticated, and the node plugin runs with host networking.
+    #[arg(long, default_value = "127.0.0.1:9810")]
     pub metrics_bind_address: SocketAddr,
     #[arg(long, default_value = "text")]
     pub log_format: String,

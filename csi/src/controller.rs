@@ -52,11 +52,15 @@ fn published_nodes(vms: &[Vm], volume_id: &str) -> Vec<String> {
 }
 
 fn context(p: &params::VolumeParams) -> HashMap<String, String> {
-    HashMap::from([
+    let mut ctx = HashMap::from([
         ("flavour".into(), p.flavour.clone()),
         ("encrypted".into(), p.encrypted.to_string()),
         ("shareable".into(), p.attrs.shareable.to_string()),
-    ])
+    ]);
+    if let Some(o) = &p.format_options {
+        ctx.insert(params::FS_FORMAT_OPTIONS.into(), o.clone());
+    }
+    ctx
 }
 
 fn csi_volume(

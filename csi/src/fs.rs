@@ -8,7 +8,8 @@ use crate::error::Result;
 #[tonic::async_trait]
 pub trait Filesystem: Send + Sync {
     fn name(&self) -> &'static str;
-    async fn create(&self, runner: &dyn Runner, device: &Path) -> Result<()>;
+    /// Makes the filesystem; `options` (validated `fsFormatOptions`) go before the device.
+    async fn create(&self, runner: &dyn Runner, device: &Path, options: &[String]) -> Result<()>;
     /// Grows the filesystem mounted at `mount_point` from `device` to the device's size.
     async fn expand(&self, runner: &dyn Runner, device: &Path, mount_point: &Path) -> Result<()>;
 }
@@ -21,28 +22,40 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// Our fixed arguments, then the user's options, then the device (always last).
+fn mkfs_args(ours: &[&str], options: &[String], device: &Path) -> Vec<String> {
+    ours.iter()
+        .map(|a| a.to_string())
+        .chain(options.iter().cloned())
+        .chain([s(device)])
+        .collect()
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 #[tonic::async_trait]
 impl Filesystem for Ext4 {
     fn name(&self) -> &'static str {
         "ext4"
     }
-    async fn create(&self, r: &dyn Runner, device: &Path) -> Result<()> {
+    async fn create(&self, r: &dyn Runner, device: &Path, options: &[String]) -> Result<()> {
         // Lazy init keeps formatting fast on large volumes; no discard because only fresh
         // volumes are formatted (nothing to discard, and discarding a large volume can take
         // minutes on some backends); -F because loop devices look like non-disks to mke2fs.
-        r.ok(
-            "mkfs.ext4",
+        // The user's options come after ours, so theirs win where both set the same thing.
+        let args = mkfs_args(
             &[
                 "-F",
                 "-q",
                 "-E",
                 "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-                &s(device),
             ],
-            None,
-        )
-        .await
-        .map(drop)
+            options,
+            device,
+        );
+        r.ok("mkfs.ext4", &refs(&args), None).await.map(drop)
     }
     async fn expand(&self, r: &dyn Runner, device: &Path, _mount_point: &Path) -> Result<()> {
         r.ok("resize2fs", &[&s(device)], None).await.map(drop)
@@ -54,12 +67,11 @@ impl Filesystem for Xfs {
     fn name(&self) -> &'static str {
         "xfs"
     }
-    async fn create(&self, r: &dyn Runner, device: &Path) -> Result<()> {
+    async fn create(&self, r: &dyn Runner, device: &Path, options: &[String]) -> Result<()> {
         // Never -f: the probe found nothing, and mkfs.xfs refusing is a safety net. -K: no
         // discard (see ext4).
-        r.ok("mkfs.xfs", &["-q", "-K", &s(device)], None)
-            .await
-            .map(drop)
+        let args = mkfs_args(&["-q", "-K"], options, device);
+        r.ok("mkfs.xfs", &refs(&args), None).await.map(drop)
     }
     async fn expand(&self, r: &dyn Runner, _device: &Path, mount_point: &Path) -> Result<()> {
         r.ok("xfs_growfs", &[&s(mount_point)], None).await.map(drop)
@@ -71,10 +83,9 @@ impl Filesystem for Btrfs {
     fn name(&self) -> &'static str {
         "btrfs"
     }
-    async fn create(&self, r: &dyn Runner, device: &Path) -> Result<()> {
-        r.ok("mkfs.btrfs", &["-q", "-K", &s(device)], None)
-            .await
-            .map(drop)
+    async fn create(&self, r: &dyn Runner, device: &Path, options: &[String]) -> Result<()> {
+        let args = mkfs_args(&["-q", "-K"], options, device);
+        r.ok("mkfs.btrfs", &refs(&args), None).await.map(drop)
     }
     async fn expand(&self, r: &dyn Runner, _device: &Path, mount_point: &Path) -> Result<()> {
         r.ok(
@@ -235,7 +246,7 @@ mod tests {
         let r = FakeRunner::default();
         for fs in ["ext4", "xfs", "btrfs"] {
             let f = by_name(fs).unwrap();
-            f.create(&r, Path::new("/dev/d")).await.unwrap();
+            f.create(&r, Path::new("/dev/d"), &[]).await.unwrap();
             f.expand(&r, Path::new("/dev/d"), Path::new("/mnt"))
                 .await
                 .unwrap();
@@ -245,5 +256,21 @@ mod tests {
         assert_eq!(calls[3], "xfs_growfs /mnt");
         assert_eq!(calls[5], "btrfs filesystem resize max /mnt");
         assert!(by_name("ntfs").is_none());
+    }
+
+    #[tokio::test]
+    async fn format_options_go_between_our_arguments_and_the_device() {
+        let r = FakeRunner::default();
+        let opts = ["-i".to_string(), "65536".to_string()];
+        Ext4.create(&r, Path::new("/dev/d"), &opts).await.unwrap();
+        Xfs.create(&r, Path::new("/dev/d"), &["-L".into(), "data".into()])
+            .await
+            .unwrap();
+        let calls = r.programs();
+        assert_eq!(
+            calls[0],
+            "mkfs.ext4 -F -q -E lazy_itable_init=1,lazy_journal_init=1,nodiscard -i 65536 /dev/d"
+        );
+        assert_eq!(calls[1], "mkfs.xfs -q -K -L data /dev/d");
     }
 }

@@ -99,8 +99,19 @@ impl NodeService {
         let filesystem = fs::by_name(&fs_type).ok_or_else(|| {
             CsiError::InvalidArgument(format!("fsType {fs_type:?} is not supported"))
         })?;
+        // Checked again here: the volume context of a PV can be written by hand.
+        let options = req
+            .volume_context
+            .get(params::FS_FORMAT_OPTIONS)
+            .map(|o| params::format_options(o))
+            .transpose()?
+            .unwrap_or_default();
         match fs::probe(self.runner.as_ref(), &dev).await? {
-            Probe::Empty => filesystem.create(self.runner.as_ref(), &dev).await?,
+            Probe::Empty => {
+                filesystem
+                    .create(self.runner.as_ref(), &dev, &options)
+                    .await?
+            }
             Probe::Filesystem(t) if t == fs_type => {}
             Probe::Filesystem(t) => {
                 return Err(CsiError::FailedPrecondition(format!(

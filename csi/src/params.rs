@@ -45,7 +45,17 @@ pub fn default_flavours() -> BTreeMap<String, Flavour> {
     ])
 }
 
-pub const PARAMETERS: &[&str] = &["flavour", "bus", "format", "shareable", "encrypted"];
+pub const PARAMETERS: &[&str] = &[
+    "flavour",
+    "bus",
+    "format",
+    "shareable",
+    "encrypted",
+    FS_FORMAT_OPTIONS,
+];
+/// StorageClass parameter (and volume-context key): extra mkfs arguments, whitespace-separated.
+pub const FS_FORMAT_OPTIONS: &str = "fsFormatOptions";
+const FORMAT_OPTIONS_MAX_LEN: usize = 512;
 pub const BUSES: &[&str] = &["virtio", "sata"];
 pub const FORMATS: &[&str] = &["raw", "qcow2"];
 pub const FS_TYPES: &[&str] = &["ext4", "xfs", "btrfs"];
@@ -59,6 +69,8 @@ pub struct VolumeParams {
     pub flavour: String,
     pub attrs: VolumeAttributes,
     pub encrypted: bool,
+    /// `fsFormatOptions` as given (validated by [`format_options`]).
+    pub format_options: Option<String>,
 }
 
 fn one_of(param: &str, value: &str, accepted: &[&str]) -> Result<String> {
@@ -126,11 +138,53 @@ pub fn volume_params(
         .map(|v| boolean("encrypted", v))
         .transpose()?
         .unwrap_or(false);
+    let mkfs_options = params.get(FS_FORMAT_OPTIONS).cloned();
+    if let Some(v) = &mkfs_options {
+        format_options(v)?;
+    }
     Ok(VolumeParams {
         flavour: name.to_string(),
         attrs,
         encrypted,
+        format_options: mkfs_options,
     })
+}
+
+/// The mkfs arguments of `fsFormatOptions`. They are passed as separate arguments, never through
+/// a shell, before the device path. Refused: a value that does not start with an option, and any
+/// character outside `[A-Za-z0-9=,._:^+-]` — in particular `/`, so no argument can name another
+/// device for mkfs to format.
+pub fn format_options(value: &str) -> Result<Vec<String>> {
+    let refuse = |why: String| {
+        CsiError::InvalidArgument(format!(
+            "StorageClass parameter {FS_FORMAT_OPTIONS}: {why}; accepted: mkfs options separated by spaces, \
+             starting with an option such as -i or -O, made of letters, digits and = , . _ : ^ + -"
+        ))
+    };
+    if value.len() > FORMAT_OPTIONS_MAX_LEN {
+        return Err(refuse(format!(
+            "longer than {FORMAT_OPTIONS_MAX_LEN} characters"
+        )));
+    }
+    let args: Vec<String> = value.split_whitespace().map(str::to_string).collect();
+    match args.first() {
+        None => return Err(refuse("empty".into())),
+        Some(first) if !first.starts_with('-') => {
+            return Err(refuse(format!(
+                "{:?} is not an option (it must start with -)",
+                truncate(first)
+            )));
+        }
+        Some(_) => {}
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "=,._:^+-".contains(c);
+    if let Some(bad) = args.iter().find(|a| !a.chars().all(allowed)) {
+        return Err(refuse(format!(
+            "{:?} holds a character that is not accepted",
+            truncate(bad)
+        )));
+    }
+    Ok(args)
 }
 
 /// How a volume is consumed.
@@ -378,6 +432,54 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn format_options_are_arguments_never_paths_or_shell() {
+        let ok = format_options("-i 65536  -O ^has_journal -E root_owner=1000:1000").unwrap();
+        assert_eq!(
+            ok,
+            [
+                "-i",
+                "65536",
+                "-O",
+                "^has_journal",
+                "-E",
+                "root_owner=1000:1000"
+            ]
+        );
+        for bad in [
+            "",
+            "   ",
+            "65536",       // not an option first
+            "-q /dev/sda", // would name another device
+            "-L x;reboot", // shell syntax is just refused
+            "-L $(id)",
+            "-L `id`",
+            "-E a|b",
+            "-L 'quoted'",
+        ] {
+            let e = format_options(bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
+            assert!(e.to_string().contains(FS_FORMAT_OPTIONS), "{e}");
+        }
+        assert!(format_options(&format!("-L {}", "a".repeat(600))).is_err());
+        // As a StorageClass parameter: refused before any volume exists.
+        let flavours = default_flavours();
+        let e = volume_params(
+            &p(&[(FS_FORMAT_OPTIONS, "-q /dev/sda")]),
+            &flavours,
+            "standard",
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let v = volume_params(
+            &p(&[(FS_FORMAT_OPTIONS, "-i 65536")]),
+            &flavours,
+            "standard",
+        )
+        .unwrap();
+        assert_eq!(v.format_options.as_deref(), Some("-i 65536"));
     }
 
     #[test]

@@ -135,7 +135,10 @@ async fn pvc_binds_attaches_mounts_grows_and_is_deleted() {
     let sc_name = unique("thin");
     scs.create(
         &PostParams::default(),
-        &sc(&sc_name, json!({"flavour": "thin"})),
+        &sc(
+            &sc_name,
+            json!({"flavour": "thin", "fsFormatOptions": "-L elemento"}),
+        ),
     )
     .await
     .unwrap();
@@ -230,6 +233,22 @@ async fn pvc_binds_attaches_mounts_grows_and_is_deleted() {
     node.node_stage_volume(stage.clone())
         .await
         .expect("stage is idempotent");
+    // The StorageClass's fsFormatOptions reached mkfs (through the PV's volume attributes).
+    let label = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "blkid -o value -s LABEL \"$(findmnt -n -o SOURCE --mountpoint \"$1\")\"",
+            "sh",
+            &staging,
+        ])
+        .output()
+        .expect("blkid");
+    assert_eq!(
+        String::from_utf8_lossy(&label.stdout).trim(),
+        "elemento",
+        "{}",
+        String::from_utf8_lossy(&label.stderr)
+    );
     node.node_publish_volume(publish.clone()).await.unwrap();
     std::fs::write(format!("{target}/hello.txt"), "written before unstage").unwrap();
     node.node_unpublish_volume(unpublish.clone()).await.unwrap();

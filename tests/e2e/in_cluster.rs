@@ -29,76 +29,6 @@ fn path(p: &str) -> String {
     repo_root().join(p).display().to_string()
 }
 
-/// Helm arguments common to both charts: the simulator as the Elemento endpoint.
-fn api_args(c: &Cluster) -> Vec<String> {
-    vec![
-        "--set".into(),
-        format!("api.url={}", c.api_url),
-        "--set".into(),
-        "credentials.username=demo".into(),
-        "--set".into(),
-        "credentials.password=demo-password".into(),
-    ]
-}
-
-fn helm_install(c: &Cluster, verb: &str, release: &str, chart: &str, values: &str) {
-    let mut args: Vec<String> = vec![
-        verb.into(),
-        release.into(),
-        chart.into(),
-        "--namespace".into(),
-        NS.into(),
-        "--values".into(),
-        path(values),
-    ];
-    args.extend(api_args(c));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.helm(&refs);
-}
-
-/// Pods of a release that are not Ready yet (names), or None when all exist and are Ready.
-fn pods_not_ready(c: &Cluster, ns: &str, selector: &str) -> Vec<String> {
-    let pods = c.get_json(&["pods", "-n", ns, "-l", selector]);
-    let items = pods["items"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        return vec!["(no pod yet)".into()];
-    }
-    items
-        .iter()
-        .filter(|p| {
-            p["metadata"]["deletionTimestamp"].is_string()
-                || !p["status"]["conditions"]
-                    .as_array()
-                    .map(|cs| {
-                        cs.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    })
-                    .unwrap_or(false)
-        })
-        .map(|p| p["metadata"]["name"].as_str().unwrap_or("?").to_string())
-        .collect()
-}
-
-fn wait_pods_ready(c: &Cluster, ns: &str, selector: &str, timeout: Duration) {
-    let mut last = vec![];
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until(&format!("pods {selector} Ready"), timeout, || {
-            last = pods_not_ready(c, ns, selector);
-            last.is_empty().then_some(())
-        })
-    }));
-    if r.is_err() {
-        let describe = c
-            .try_run(
-                "kubectl",
-                &["describe", "pods", "-n", ns, "-l", selector],
-                None,
-            )
-            .unwrap_or_else(|e| e);
-        panic!("pods {selector} not Ready within {timeout:?}: {last:?}\n{describe}");
-    }
-}
-
 fn exec(c: &Cluster, ns: &str, pod: &str, cmd: &str) -> String {
     c.kubectl(&["exec", "-n", ns, pod, "--", "sh", "-c", cmd])
 }
@@ -112,6 +42,27 @@ fn restart_count(p: &Value) -> i64 {
         .as_array()
         .map(|cs| cs.iter().filter_map(|c| c["restartCount"].as_i64()).sum())
         .unwrap_or(0)
+}
+
+/// The IPv4 addresses with a TCP socket listening on `port` on this machine (/proc/net/tcp).
+fn tcp_listeners(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let mut out: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (addr, p) = f.get(1)?.split_once(':')?;
+            // State 0A is LISTEN; addresses are little-endian hex.
+            (f.get(3) == Some(&"0A") && u16::from_str_radix(p, 16).ok()? == port).then(|| {
+                let a = u32::from_str_radix(addr, 16).unwrap_or(0).to_le_bytes();
+                std::net::Ipv4Addr::from(a).to_string()
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Extracts the chart of the previous release (a packaged .tgz, as a chart repository holds it).
@@ -218,22 +169,19 @@ fn charts_run_as_pods_on_a_real_kubelet() {
         chart_version(&current_csi),
         "the previous chart must be an older version than charts/"
     );
-    helm_install(
-        &c,
+    c.helm_install(
         "install",
         "ccm",
         &prev_ccm,
         "examples/local-cluster/values-ccm.yaml",
     );
-    helm_install(
-        &c,
+    c.helm_install(
         "install",
         "csi",
         &prev_csi,
         "examples/local-cluster/values-csi.yaml",
     );
-    wait_pods_ready(
-        &c,
+    c.wait_pods_ready(
         NS,
         "app.kubernetes.io/instance in (ccm,csi)",
         Duration::from_secs(180),
@@ -279,7 +227,7 @@ fn charts_run_as_pods_on_a_real_kubelet() {
     let t = Instant::now();
     let attaches_before = c.sim_calls_ok("vm.volume.attach");
     c.apply(&statefulset("web", "elemento-standard"));
-    wait_pods_ready(&c, APP_NS, "app=web", Duration::from_secs(120));
+    c.wait_pods_ready(APP_NS, "app=web", Duration::from_secs(120));
     let pvc_to_running = t.elapsed();
     let written = exec(
         &c,
@@ -294,15 +242,13 @@ fn charts_run_as_pods_on_a_real_kubelet() {
 
     // 4. helm upgrade to this version while the application runs.
     let t = Instant::now();
-    helm_install(
-        &c,
+    c.helm_install(
         "upgrade",
         "ccm",
         &path("charts/elemento-cloud-controller-manager"),
         "examples/local-cluster/values-ccm.yaml",
     );
-    helm_install(
-        &c,
+    c.helm_install(
         "upgrade",
         "csi",
         &current_csi,
@@ -338,6 +284,30 @@ fn charts_run_as_pods_on_a_real_kubelet() {
         t,
     );
 
+    // 4b. Unauthenticated metrics stay off the network: the host-network pods listen for
+    // /metrics on loopback only; the CCM's probes have a listener of their own without /metrics.
+    let t = Instant::now();
+    for port in [10258, 9810, 9811] {
+        let listeners = tcp_listeners(port);
+        assert_eq!(
+            listeners,
+            ["127.0.0.1"],
+            "/metrics on port {port} must listen on loopback only"
+        );
+    }
+    assert_eq!(tcp_listeners(10268), ["0.0.0.0"], "the CCM's health port");
+    let health = |path: &str| {
+        std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://127.0.0.1:10268{path}"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(health("/healthz"), "200");
+    assert_eq!(health("/metrics"), "404", "no metrics on the health port");
+    step("metrics on loopback, probes on their own port", t);
+
     // 5. The node plugin registered through node-driver-registrar with the chart's limit.
     let t = Instant::now();
     let csinode = wait_until("CSINode with our driver", Duration::from_secs(60), || {
@@ -367,7 +337,7 @@ fn charts_run_as_pods_on_a_real_kubelet() {
         let p: Value = serde_json::from_str(&p).ok()?;
         (p["metadata"]["uid"] != uid_before).then_some(())
     });
-    wait_pods_ready(&c, APP_NS, "app=web", Duration::from_secs(120));
+    c.wait_pods_ready(APP_NS, "app=web", Duration::from_secs(120));
     let again = exec(
         &c,
         APP_NS,
@@ -400,7 +370,7 @@ fn charts_run_as_pods_on_a_real_kubelet() {
     // 7. Online expansion on xfs: the running pod sees the new size, no restart.
     let t = Instant::now();
     c.apply(&statefulset("grow", "elemento-xfs"));
-    wait_pods_ready(&c, APP_NS, "app=grow", Duration::from_secs(120));
+    c.wait_pods_ready(APP_NS, "app=grow", Duration::from_secs(120));
     let grow_uid = pod(&c, APP_NS, "grow-0")["metadata"]["uid"].clone();
     let df = |c: &Cluster| -> u64 {
         exec(c, APP_NS, "grow-0", "df -k /data | awk 'NR==2 {print $2}'")
@@ -462,7 +432,7 @@ spec:
   volumes: [{{name: raw, persistentVolumeClaim: {{claimName: raw}}}}]
 "#
     ));
-    wait_pods_ready(&c, APP_NS, "app=raw", Duration::from_secs(120));
+    c.wait_pods_ready(APP_NS, "app=raw", Duration::from_secs(120));
     let out = exec(
         &c,
         APP_NS,

@@ -153,6 +153,69 @@ impl Cluster {
         self.run("helm", args, None)
     }
 
+    /// `helm install|upgrade RELEASE CHART` into kube-system with a values file of this repository
+    /// and the simulator as the Elemento endpoint (the demo credentials of the cluster scenario).
+    pub fn helm_install(&self, verb: &str, release: &str, chart: &str, values: &str) {
+        let values = repo_root().join(values).display().to_string();
+        let api = format!("api.url={}", self.api_url);
+        self.helm(&[
+            verb,
+            release,
+            chart,
+            "--namespace",
+            "kube-system",
+            "--values",
+            &values,
+            "--set",
+            &api,
+            "--set",
+            "credentials.username=demo",
+            "--set",
+            "credentials.password=demo-password",
+        ]);
+    }
+
+    /// Pods matching `selector` that are not Ready yet (names; a placeholder when there is none).
+    pub fn pods_not_ready(&self, ns: &str, selector: &str) -> Vec<String> {
+        let pods = self.get_json(&["pods", "-n", ns, "-l", selector]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            return vec!["(no pod yet)".into()];
+        }
+        items
+            .iter()
+            .filter(|p| {
+                p["metadata"]["deletionTimestamp"].is_string()
+                    || !p["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+            })
+            .map(|p| p["metadata"]["name"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+
+    /// Waits until every pod matching `selector` is Ready; panics with `kubectl describe` if not.
+    pub fn wait_pods_ready(&self, ns: &str, selector: &str, timeout: Duration) {
+        let mut last = vec![];
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_until(&format!("pods {selector} Ready"), timeout, || {
+                last = self.pods_not_ready(ns, selector);
+                last.is_empty().then_some(())
+            })
+        }));
+        if r.is_err() {
+            let describe = self
+                .try_run(
+                    "kubectl",
+                    &["describe", "pods", "-n", ns, "-l", selector],
+                    None,
+                )
+                .unwrap_or_else(|e| e);
+            panic!("pods {selector} not Ready within {timeout:?}: {last:?}\n{describe}");
+        }
+    }
+
     /// A GET on the simulator (its Elemento routes or its `/_sim/` admin API), blocking.
     pub fn sim(&self, path: &str) -> Value {
         let out = Command::new("curl")

@@ -17,6 +17,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::context::{Ctx, Error};
+use crate::events::Reason;
 use crate::node::decide::NodeFacts;
 use crate::provider_id::{self, ProviderId};
 use decide::{ANN_SHUT_OFF_SINCE, Decision, VmState};
@@ -137,8 +138,7 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
             info!(vm = %id, "VM no longer exists: deleting the Node");
             ctx.event(
                 &node.object_ref(&()),
-                false,
-                "DeletingNode",
+                Reason::DeletingNode,
                 "DeleteNode",
                 format!("Elemento VM {id} no longer exists"),
             )

@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{debug, info, instrument};
 
 use crate::context::{Ctx, Error};
+use crate::events::Reason;
 use crate::provider_id::{self, ProviderId};
 use decide::{NodeFacts, UNINITIALIZED_TAINT, VmMatch};
 
@@ -174,8 +175,7 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
                 format!("{why}; the Node keeps the {UNINITIALIZED_TAINT} taint and is retried");
             ctx.event(
                 &node.object_ref(&()),
-                true,
-                "ElementoVMNotFound",
+                Reason::ElementoVmNotFound,
                 "InitializeNode",
                 note.clone(),
             )

@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 use tracing::{info, instrument, warn};
 
 use crate::context::{Ctx, Error};
+use crate::events::Reason;
 use crate::node::decide::{NodeFacts, UNINITIALIZED_TAINT};
 use crate::nodes::NodeEvent;
 use crate::provider_id::{self, ProviderId};
@@ -265,8 +266,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
                     .join("; ");
                 ctx.event(
                     &oref,
-                    true,
-                    "InvalidLoadBalancerAnnotation",
+                    Reason::InvalidLoadBalancerAnnotation,
                     "EnsureLoadBalancer",
                     format!("{note}. The load balancer is left as it is."),
                 )
@@ -292,8 +292,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         Err(why) => {
             ctx.event(
                 &oref,
-                true,
-                "InvalidLoadBalancerService",
+                Reason::InvalidLoadBalancerService,
                 "EnsureLoadBalancer",
                 format!("{why}. The load balancer is left as it is."),
             )
@@ -335,8 +334,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         LbPlan::NameTaken { name } => {
             ctx.event(
                 &oref,
-                true,
-                "LoadBalancerNameTaken",
+                Reason::LoadBalancerNameTaken,
                 "EnsureLoadBalancer",
                 format!("an Elemento load balancer named {name} exists and does not belong to this Service (no ownership marker of cluster {} and this Service's uid); nothing was changed. Choose another load-balancer.elemento.cloud/name", owner.cluster),
             )
@@ -385,8 +383,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         info!(old = %old.id, new = %lb.id, "replaced load balancer");
         ctx.event(
             &oref,
-            true,
-            "LoadBalancerReplaced",
+            Reason::LoadBalancerReplaced,
             "EnsureLoadBalancer",
             format!(
                 "the load balancer name changed from {} to {}: Elemento cannot rename one, so {} replaced {} (deleted); the address changed from {} to {}",
@@ -431,8 +428,7 @@ async fn create_lb(
     );
     ctx.event(
         oref,
-        false,
-        "EnsuredLoadBalancer",
+        Reason::EnsuredLoadBalancer,
         "EnsureLoadBalancer",
         note,
     )
@@ -463,8 +459,7 @@ async fn keep_lb(
             let note = format!("updated Elemento load balancer {}", desired.name);
             ctx.event(
                 oref,
-                false,
-                "UpdatedLoadBalancer",
+                Reason::UpdatedLoadBalancer,
                 "EnsureLoadBalancer",
                 note,
             )
@@ -476,8 +471,7 @@ async fn keep_lb(
             let lb = create_lb(state, oref, desired).await?;
             ctx.event(
                 oref,
-                true,
-                "LoadBalancerRecreated",
+                Reason::LoadBalancerRecreated,
                 "EnsureLoadBalancer",
                 format!(
                     "load balancer {} was deleted outside Kubernetes; created {} in its place: the address changed from {} to {}",
@@ -533,8 +527,7 @@ async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         let note = format!("deleted Elemento load balancer {}", lb.name);
         ctx.event(
             &svc.object_ref(&()),
-            false,
-            "DeletedLoadBalancer",
+            Reason::DeletedLoadBalancer,
             "DeleteLoadBalancer",
             note,
         )

@@ -154,18 +154,34 @@ pub async fn serve(
         registry: Arc::new(Mutex::new(registry)),
         health,
     };
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+    let app = probes(Router::new().route("/metrics", get(metrics))).with_state(state);
+    listen("metrics", addr, app).await
+}
+
+/// Serves only `/healthz` and `/readyz` on `addr`: what the kubelet's probes need, and nothing an
+/// unauthenticated reader of the node's network could learn from. The metrics listener can then
+/// stay on loopback.
+pub async fn serve_health(addr: SocketAddr, health: Health) -> anyhow::Result<SocketAddr> {
+    let state = ServerState {
+        registry: Arc::new(Mutex::new(Registry::default())),
+        health,
+    };
+    listen("health", addr, probes(Router::new()).with_state(state)).await
+}
+
+fn probes(r: Router<ServerState>) -> Router<ServerState> {
+    r.route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(state);
+}
+
+async fn listen(what: &'static str, addr: SocketAddr, app: Router) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("metrics bind address {addr}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{what} bind address {addr}: {e}"))?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server stopped");
+            tracing::error!(error = %e, "{what} server stopped");
         }
     });
     Ok(bound)
