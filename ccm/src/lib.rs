@@ -11,5 +11,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod node;
 pub mod nodes;
-pub mod provider_id;
 pub mod service;
+
+/// Re-exported: the providerID format lives with the VM id in `elemento-api`.
+pub use elemento_api::provider_id;

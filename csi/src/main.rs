@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use elemento_api::provider_id::{self, ProviderId};
 use elemento_csi::cmd::HostRunner;
 use elemento_csi::config::{Args, DriverConfig, Mode};
 use elemento_csi::controller::ControllerService;
@@ -58,18 +59,14 @@ async fn node_identity(args: &Args) -> anyhow::Result<(String, Option<String>)> 
                     .as_ref()
                     .and_then(|s| s.provider_id.clone())
                     .unwrap_or_default();
-                if let Some(id) = pid
-                    .strip_prefix("elemento://")
-                    .and_then(|r| r.rsplit('/').next())
-                    .filter(|s| !s.is_empty())
-                {
+                if let ProviderId::Elemento(id) = provider_id::parse(Some(&pid)) {
                     let region = args.node_region.clone().or_else(|| {
                         n.metadata
                             .labels
                             .as_ref()
                             .and_then(|l| l.get(elemento_csi::config::TOPOLOGY_REGION).cloned())
                     });
-                    return Ok((id.to_string(), region));
+                    return Ok((id, region));
                 }
                 tracing::warn!(node = %name, provider_id = %pid, "waiting for the cloud controller manager to set an elemento:// providerID");
             }

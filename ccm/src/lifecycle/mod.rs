@@ -19,8 +19,8 @@ use tracing::{info, instrument, warn};
 use crate::context::{Ctx, Error};
 use crate::events::Reason;
 use crate::node::decide::NodeFacts;
-use crate::provider_id::{self, ProviderId};
 use decide::{ANN_SHUT_OFF_SINCE, Decision, VmState};
+use elemento_api::provider_id::{self, ProviderId};
 
 const NAME: &str = "cloud-node-lifecycle";
 /// A VM counts as gone only when absent from two listings taken at least this far apart.

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use elemento_api::types::{Template, Vm};
 use serde_json::{Value, json};
 
-use crate::provider_id::{self, ProviderId};
+use elemento_api::provider_id::{self, ProviderId};
 
 pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
 pub const LABEL_INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";

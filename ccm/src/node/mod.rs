@@ -17,8 +17,8 @@ use tracing::{debug, info, instrument};
 
 use crate::context::{Ctx, Error};
 use crate::events::Reason;
-use crate::provider_id::{self, ProviderId};
 use decide::{NodeFacts, UNINITIALIZED_TAINT, VmMatch};
+use elemento_api::provider_id::{self, ProviderId};
 
 const NAME: &str = "cloud-node";
 /// An uninitialized Node accepts a listing this old…

@@ -26,8 +26,8 @@ use crate::context::{Ctx, Error};
 use crate::events::Reason;
 use crate::node::decide::{NodeFacts, UNINITIALIZED_TAINT};
 use crate::nodes::NodeEvent;
-use crate::provider_id::{self, ProviderId};
 use decide::{FINALIZER, FoundLb, LbPlan, TargetNode};
+use elemento_api::provider_id::{self, ProviderId};
 
 const NAME: &str = "service";
 /// The id of the LB made for a Service; deletion uses it even if the name annotation changed.

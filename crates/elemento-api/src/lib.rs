@@ -10,6 +10,7 @@ mod client;
 mod config;
 mod error;
 mod lenient;
+pub mod provider_id;
 pub mod routes;
 pub mod settings;
 pub mod types;

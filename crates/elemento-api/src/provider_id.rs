@@ -1,5 +1,6 @@
 //! The Kubernetes providerID of an Elemento VM: `elemento://<uniqueID>`, the format Elemento's
-//! kops fork already uses. The CSI driver's node id is the same `<uniqueID>`.
+//! kops fork already uses. The CSI driver's node id is the same `<uniqueID>`. Here, next to the VM
+//! id it wraps, so the CCM (which writes it) and the CSI driver (which reads it) share one parser.
 
 pub const SCHEME: &str = "elemento://";
 
