@@ -13,7 +13,6 @@ use serde_json::Value;
 
 const NS: &str = "kube-system";
 const APP_NS: &str = "default";
-const UNINITIALIZED: &str = "node.cloudprovider.kubernetes.io/uninitialized";
 const DRIVER: &str = "csi.elemento.cloud";
 /// The CSI values file sets it (the chart default is 15).
 const MAX_VOLUMES: i64 = 7;
@@ -44,9 +43,10 @@ fn restart_count(p: &Value) -> i64 {
         .unwrap_or(0)
 }
 
-/// The IPv4 addresses with a TCP socket listening on `port` on this machine (/proc/net/tcp).
-fn tcp_listeners(port: u16) -> Vec<String> {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+/// The IPv4 addresses with a TCP socket listening on `port` in a network namespace's TCP table
+/// (`/proc/net/tcp`, or `/proc/<pid>/net/tcp` for a process's own namespace).
+fn tcp_listeners(table: &str, port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string(table).unwrap_or_else(|e| panic!("{table}: {e}"));
     let mut out: Vec<String> = table
         .lines()
         .skip(1)
@@ -63,6 +63,22 @@ fn tcp_listeners(port: u16) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// The PID of the one process on this machine whose command line contains `arg`.
+fn pid_of(arg: &str) -> u32 {
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(pids.len(), 1, "processes with {arg}: {pids:?}");
+    pids[0]
 }
 
 /// Extracts the chart of the previous release (a packaged .tgz, as a chart repository holds it).
@@ -191,17 +207,7 @@ fn charts_run_as_pods_on_a_real_kubelet() {
 
     // 2. The CCM pod initialized the kubelet's Node.
     let t = Instant::now();
-    let node = wait_until(
-        "the Node initialized by the CCM pod",
-        Duration::from_secs(60),
-        || {
-            let n = c.get_json(&["node", &c.node]);
-            let tainted = n["spec"]["taints"]
-                .as_array()
-                .is_some_and(|ts| ts.iter().any(|t| t["key"] == UNINITIALIZED));
-            (!tainted && n["spec"]["providerID"].is_string()).then_some(n)
-        },
-    );
+    let node = c.wait_node_initialized(Duration::from_secs(60));
     assert_eq!(
         node["spec"]["providerID"],
         format!("elemento://{}", c.node_vm_id),
@@ -287,15 +293,22 @@ fn charts_run_as_pods_on_a_real_kubelet() {
     // 4b. Unauthenticated metrics stay off the network: the host-network pods listen for
     // /metrics on loopback only; the CCM's probes have a listener of their own without /metrics.
     let t = Instant::now();
-    for port in [10258, 9810, 9811] {
-        let listeners = tcp_listeners(port);
+    // The CCM and the CSI controller share the host's network; the node plugin has a network
+    // namespace of its own, read through its process.
+    let host = "/proc/net/tcp".to_string();
+    let node_plugin = format!("/proc/{}/net/tcp", pid_of("--mode=node"));
+    for (table, port) in [(&host, 10258), (&host, 9810), (&node_plugin, 9811)] {
         assert_eq!(
-            listeners,
+            tcp_listeners(table, port),
             ["127.0.0.1"],
-            "/metrics on port {port} must listen on loopback only"
+            "/metrics on port {port} must listen on loopback only ({table})"
         );
     }
-    assert_eq!(tcp_listeners(10268), ["0.0.0.0"], "the CCM's health port");
+    assert_eq!(
+        tcp_listeners(&host, 10268),
+        ["0.0.0.0"],
+        "the CCM's health port"
+    );
     let health = |path: &str| {
         std::process::Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])

@@ -2,7 +2,7 @@
 # Builds the images the test node runs besides the project's own (images/build.sh), as OCI
 # archives in $TESTENV_CACHE/images, tagged exactly as the charts and tests reference them so
 # that containerd finds them without a registry: the pod sandbox (pause), the CSI sidecars, and a
-# busybox for test applications. FROM scratch with buildah (vfs storage; `buildah run` does not
+# busybox for test applications, and the storage suite's images. FROM scratch with buildah (vfs storage; `buildah run` does not
 # work here). Cached: an archive is rebuilt only when its binary changed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -39,19 +39,36 @@ scratch_image() { # archive-name image-ref binary [user]
   save "$c" "$name" "$ref" "$stamp"
 }
 
-busybox_image() { # archive-name image-ref
-  local name=$1 ref=$2 stamp c root
-  stamp="$ref $(sha256sum /bin/busybox | cut -c1-16)"
+# Debian's busybox-static as /bin/sh and the usual tools; with a binary, that binary is added as
+# the entrypoint (agnhost's upstream image is also a shell plus /agnhost). GNU_TOOLS (names of
+# this machine's Debian binaries) replace busybox's applets of the same name, with the glibc
+# libraries they load: for tests that use GNU options (dd oflag=nocache), with dash as /bin/sh.
+busybox_image() { # archive-name image-ref [binary]
+  local name=$1 ref=$2 binary=${3:-} stamp c root t lib
+  stamp="$ref $(sha256sum /bin/busybox | cut -c1-16)${binary:+ $(sha256sum "$binary" | cut -c1-16)} ${GNU_TOOLS:-}"
   fresh "$name" "$stamp" && return 0
   root=$(mktemp -d); trap 'rm -rf "$root"' RETURN
   mkdir -p "$root/bin" "$root/etc" "$root/tmp"
   cp /bin/busybox "$root/bin/busybox"
   for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"; done
+  for t in ${GNU_TOOLS:-}; do
+    rm -f "$root/bin/$t"; cp "$(command -v "$t")" "$root/bin/$t"
+    for lib in $(ldd "$(command -v "$t")" | grep -o '/[^ ]*'); do
+      mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"
+    done
+  done
+  # busybox's own sh runs its applets before PATH: a GNU tool needs a shell that is not busybox.
+  if [[ " ${GNU_TOOLS:-} " == *" dash "* ]]; then ln -sf dash "$root/bin/sh"; fi
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
   printf 'root:x:0:\nnobody:x:65534:\n' > "$root/etc/group"
   c=$("${B[@]}" from scratch)
   "${B[@]}" add "$c" "$root/" / >/dev/null
-  "${B[@]}" config --env PATH=/bin --cmd '["/bin/sh"]' "$c"
+  if [ -n "$binary" ]; then
+    "${B[@]}" add "$c" "$binary" "/$(basename "$binary")" >/dev/null
+    "${B[@]}" config --env PATH=/bin --entrypoint "[\"/$(basename "$binary")\"]" "$c"
+  else
+    "${B[@]}" config --env PATH=/bin --cmd '["/bin/sh"]' "$c"
+  fi
   save "$c" "$name" "$ref" "$stamp"
 }
 
@@ -69,4 +86,19 @@ scratch_image csi-resizer "$SIDECAR_REGISTRY/csi-resizer:$CSI_RESIZER_VERSION" "
 scratch_image livenessprobe "$SIDECAR_REGISTRY/livenessprobe:$LIVENESSPROBE_VERSION" "$BIN/livenessprobe"
 scratch_image csi-node-driver-registrar "$SIDECAR_REGISTRY/csi-node-driver-registrar:$NODE_DRIVER_REGISTRAR_VERSION" "$BIN/csi-node-driver-registrar"
 busybox_image busybox "$TEST_BUSYBOX_IMAGE"
+# The Kubernetes storage suite's images (tests/storage-e2e), tagged as e2e.test names them (its
+# --list-images must contain each). The storage tests use busybox, nginx and glibc-dns-testing
+# only as a shell running the test's own command, so those three are busybox-static; the
+# glibc-dns-testing one (a Debian image upstream) has dash and GNU dd, whose oflag=nocache the
+# block tests use. agnhost is built from the suite's own tag.
+e2e_images=("$E2E_REGISTRY/busybox:$E2E_BUSYBOX_TAG" "$E2E_REGISTRY/nginx:$E2E_NGINX_TAG"
+            "$E2E_REGISTRY/glibc-dns-testing:$E2E_GLIBC_DNS_TESTING_TAG" "$E2E_REGISTRY/agnhost:$E2E_AGNHOST_TAG")
+listed=$("$BIN/e2e.test" --list-images 2>/dev/null) || { log "$BIN/e2e.test --list-images failed (tests/env/install.sh e2e-test)"; exit 1; }
+for ref in "${e2e_images[@]}"; do
+  grep -qxF "$ref" <<<"$listed" || { log "e2e.test does not use $ref: update the E2E_* tags in tests/env/versions.env"; exit 1; }
+done
+busybox_image e2e-busybox "${e2e_images[0]}"
+busybox_image e2e-nginx "${e2e_images[1]}"
+GNU_TOOLS="dash dd" busybox_image e2e-glibc-dns-testing "${e2e_images[2]}"
+busybox_image e2e-agnhost "${e2e_images[3]}" "$BIN/agnhost"
 echo "$OUT"

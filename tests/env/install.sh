@@ -71,8 +71,8 @@ install_etcd() {
 # Builds packages of a module whose go.mod uses replace directives (which `go install` rejects):
 # a throw-away wrapper module reproduces the module's pinned replaces, and maps every
 # k8s.io/* staging requirement at v0.0.0 to the staging tag v0.<minor>.<patch> of $K8S_VERSION.
-build_wrapped() {
-  local module=$1 version=$2; shift 2
+wrap_module() { # module version: leaves the shell in the wrapper module's directory
+  local module=$1 version=$2
   local name=${module//\//_} dir gomod staging
   dir=$CACHE/wrap/$name
   rm -rf "$dir"; mkdir -p "$dir"; cd "$dir"
@@ -86,14 +86,22 @@ build_wrapped() {
       | select((.Path | startswith("k8s.io/")) and .Version == "v0.0.0") | "\(.Path)=\(.Path)@\($v)"'
   } | sort -u | while read -r r; do go mod edit "-replace=$r"; done
   go mod edit -godebug default=go1.24 2>/dev/null || true
+}
+
+# The version variables the Kubernetes binaries (and e2e.test) report.
+k8s_ldflags() {
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  echo "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+}
+
+build_wrapped() {
+  local module=$1 version=$2; shift 2
+  wrap_module "$module" "$version"
   local pkgs=()
   for p in "$@"; do pkgs+=("$module/$p@$version"); done
   go get "${pkgs[@]}" >/dev/null
   local ldflags="-s -w"
-  if [ "$module" = k8s.io/kubernetes ]; then
-    local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
-    ldflags="$ldflags -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
-  fi
+  [ "$module" != k8s.io/kubernetes ] || ldflags=$(k8s_ldflags)
   for p in "$@"; do
     log "go build $(basename "$p") ($module@$version)"
     go build -trimpath -ldflags "$ldflags" -o "$BIN/$(basename "$p")" "$module/$p"
@@ -114,6 +122,21 @@ install_kubernetes() {
   local need=()
   for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do fresh "$b" "$K8S_VERSION" || need+=("cmd/$b"); done
   [ ${#need[@]} -eq 0 ] || build_wrapped k8s.io/kubernetes "$K8S_VERSION" "${need[@]}"
+}
+
+# The Kubernetes end-to-end suite (storage tests against our driver, tests/storage-e2e) and
+# agnhost, the suite's multi-purpose test image binary; both from the same tag as the cluster.
+install_e2e_test() {
+  fresh e2e.test "$K8S_VERSION" && fresh agnhost "$K8S_VERSION" && return 0
+  wrap_module k8s.io/kubernetes "$K8S_VERSION"
+  go get "k8s.io/kubernetes/test/e2e@$K8S_VERSION" "k8s.io/kubernetes/test/images/agnhost@$K8S_VERSION" >/dev/null
+  log "go test -c test/e2e (k8s.io/kubernetes@$K8S_VERSION)"
+  go test -c -trimpath -ldflags "$(k8s_ldflags)" -o "$BIN/e2e.test" k8s.io/kubernetes/test/e2e
+  stamp e2e.test "$K8S_VERSION"
+  log "go build agnhost"
+  go build -trimpath -ldflags "-s -w" -o "$BIN/agnhost" k8s.io/kubernetes/test/images/agnhost
+  stamp agnhost "$K8S_VERSION"
+  cd - >/dev/null
 }
 
 install_sidecar() { # module version cmd-name
@@ -163,6 +186,8 @@ STEPS=(
   "csi-node-driver-registrar install_from_shared csi-sidecars node-driver-registrar $NODE_DRIVER_REGISTRAR_VERSION csi-node-driver-registrar"
   "livenessprobe install_from_shared csi-sidecars livenessprobe $LIVENESSPROBE_VERSION livenessprobe"
   "pause install_pause"
+  "e2e-test install_e2e_test"
+  "ginkgo install_go_tool $GINKGO_MODULE $GINKGO_VERSION ginkgo"
 )
 
 main() {

@@ -3,8 +3,8 @@
 # on 127.0.0.1. Idempotent: when the environment is already up it only prints where it is.
 # Writes $TESTENV_DIR/kubeconfig and $TESTENV_DIR/env; `down.sh` stops exactly what this started.
 # TESTENV_PROFILE=cluster adds what real pods need (node-up.sh then adds a kubelet): kube-scheduler,
-# and the controllers for workloads, node lifecycle, attach/detach and the kube-root-ca.crt
-# ConfigMap. The default profile keeps the few controllers the host-process tests expect.
+# and the controllers for workloads, node lifecycle, attach/detach, generic ephemeral volumes and
+# the kube-root-ca.crt ConfigMap. The default profile keeps the few controllers the host-process tests expect.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/versions.env"
@@ -103,7 +103,7 @@ kcm_extra=()
 if [ "$PROFILE" = cluster ]; then
   controllers+=,daemonset-controller,deployment-controller,replicaset-controller,statefulset-controller
   controllers+=,node-lifecycle-controller,persistentvolume-attach-detach-controller,pod-garbage-collector-controller
-  controllers+=,endpointslice-controller,root-ca-certificate-publisher-controller
+  controllers+=,endpointslice-controller,root-ca-certificate-publisher-controller,ephemeral-volume-controller
   # The API server's self-signed serving certificate bundle is the cluster CA pods verify against.
   kcm_extra+=(--root-ca-file "$DIR/pki/apiserver.crt")
 fi

@@ -216,6 +216,18 @@ impl Cluster {
         }
     }
 
+    /// Waits until the CCM has initialized this cluster's Node (providerID set, the uninitialized
+    /// taint gone) and returns the Node.
+    pub fn wait_node_initialized(&self, timeout: Duration) -> Value {
+        wait_until("the Node initialized by the CCM", timeout, || {
+            let n = self.get_json(&["node", &self.node]);
+            let tainted = n["spec"]["taints"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().any(|t| t["key"] == crate::ccm::UNINITIALIZED));
+            (!tainted && n["spec"]["providerID"].is_string()).then_some(n)
+        })
+    }
+
     /// A GET on the simulator (its Elemento routes or its `/_sim/` admin API), blocking.
     pub fn sim(&self, path: &str) -> Value {
         let out = Command::new("curl")
