@@ -30,7 +30,7 @@ PROCS=${STORAGE_E2E_PROCS:-3}
 driver='External Storage \[Driver: csi\.elemento\.cloud\]'
 case "$mode" in
   full) focus="$driver" ;;
-  # A developer's subset (about 5 minutes): the suites users rely on daily, on the default
+  # A developer's subset (38 specs, 8 minutes measured): the suites users rely on daily, on the default
   # filesystem, plus raw block, topology and generic ephemeral volumes.
   quick) focus="$driver.*(\[Testpattern: Dynamic PV \(default fs\)\] (provisioning|volumes|subPath|volumeIO|fsgroupchangepolicy|read-write-once-pod) |\[Testpattern: Dynamic PV \(block volmode\)\] (volumes|volumeMode) |\[Testpattern: Dynamic PV \(filesystem volmode\)\] volumeMode |\[Testpattern: Generic Ephemeral-volume \(default fs\) \(late-binding\)\] ephemeral |\[Testpattern: Dynamic PV \(delayed binding\)\] topology )" ;;
   *) echo "usage: $0 [full|quick]" >&2; exit 2 ;;
