@@ -127,6 +127,13 @@ impl LbCache {
             .as_ref()
             .and_then(|(m, _)| m.values().find(|l| l.id == id))
     }
+    /// The LB whose id the Service's annotation records, if the cache knows it.
+    fn recorded_for(&self, svc: &Service) -> Option<CachedLb> {
+        svc.annotations()
+            .get(ANN_LB_ID)
+            .and_then(|id| self.by_id(id))
+            .cloned()
+    }
     fn put(&mut self, lb: &LoadBalancer) {
         if let Some((m, _)) = &mut self.by_name {
             m.insert(lb.spec.name.clone(), CachedLb::new(lb));
@@ -317,12 +324,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     // different Services are created concurrently (one Service is never reconciled twice at once).
     let (recorded, named) = {
         let cache = state.lbs().await?;
-        let recorded = svc
-            .annotations()
-            .get(ANN_LB_ID)
-            .and_then(|id| cache.by_id(id))
-            .cloned();
-        (recorded, cache.get(&name).cloned())
+        (cache.recorded_for(svc), cache.get(&name).cloned())
     };
     let plan = decide::lb_plan(
         &name,
@@ -502,11 +504,7 @@ async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let (by_annotation, by_name) = {
         let cache = state.lbs().await?;
-        let by_annotation = svc
-            .annotations()
-            .get(ANN_LB_ID)
-            .and_then(|id| cache.by_id(id))
-            .cloned();
+        let by_annotation = cache.recorded_for(svc);
         let opts =
             decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults).ok();
         let by_name = decide::lb_name(&ctx.settings.cluster_name, svc, opts.as_ref())
