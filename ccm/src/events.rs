@@ -19,6 +19,8 @@ pub enum Reason {
     LoadBalancerReplaced,
     /// The LB was deleted outside Kubernetes and created again: its address changed.
     LoadBalancerRecreated,
+    /// `cancreate` says the cloud cannot create the LB now (capacity); retried with backoff.
+    LoadBalancerCapacity,
 }
 
 impl Reason {
@@ -33,6 +35,7 @@ impl Reason {
         Reason::LoadBalancerNameTaken,
         Reason::LoadBalancerReplaced,
         Reason::LoadBalancerRecreated,
+        Reason::LoadBalancerCapacity,
     ];
 
     /// The `reason` field of the event.
@@ -48,6 +51,7 @@ impl Reason {
             Reason::LoadBalancerNameTaken => "LoadBalancerNameTaken",
             Reason::LoadBalancerReplaced => "LoadBalancerReplaced",
             Reason::LoadBalancerRecreated => "LoadBalancerRecreated",
+            Reason::LoadBalancerCapacity => "LoadBalancerCapacity",
         }
     }
 

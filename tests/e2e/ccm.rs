@@ -746,6 +746,137 @@ async fn load_balancers_are_never_leaked_taken_over_or_left_dead() {
     assert!(lbs(&env).await.is_empty(), "nothing left");
 }
 
+/// Against an endpoint without the update route (what every Elemento source shows, §8.1): the
+/// CCM probes update once, then replaces a changed LB (new address announced, old one deleted, no
+/// leak even when the delete fails midway), and `cancreate` saying no is reported, then retried.
+#[tokio::test]
+async fn load_balancers_are_replaced_when_the_endpoint_cannot_update() {
+    let _serial = SERIAL.lock().await;
+    let scenario = format!(
+        "wire: {{lb_update: false}}\nlimits: {{max_load_balancers: 2}}\nvms:\n{}{}",
+        vm("w1", "w1", "template: neon"),
+        vm("w2", "w2", "template: neon")
+    );
+    let env = CcmEnv::new(&scenario).await;
+    env.node(&unique("w1"), Some("elemento://w1"), None, false, &[])
+        .await;
+    let svcs: Api<Service> = Api::namespaced(env.kube.clone(), &env.ns.name);
+    let (_ccm, _) = env.start_ccm("ccm-noupd", &[]);
+    let port = json!([{"name": "http", "port": 80, "protocol": "TCP"}]);
+    svcs.create(
+        &PostParams::default(),
+        &svc("web", port.clone(), json!({}), None),
+    )
+    .await
+    .unwrap();
+    let first = wait_for("web's ingress", T, || async {
+        svcs.get("web").await.ok().and_then(|s| ingress_ip(&s))
+    })
+    .await;
+    let base = lbs(&env).await[0]["name"].as_str().unwrap().to_string();
+
+    // A Node joins: the targets change, the update probe answers 404, the LB is replaced.
+    env.node(&unique("w2"), Some("elemento://w2"), None, false, &[])
+        .await;
+    let ev = event_with(&env, "web", "LoadBalancerReplaced").await;
+    let second = wait_for("web's replacement ingress", T, || async {
+        svcs.get("web")
+            .await
+            .ok()
+            .and_then(|s| ingress_ip(&s))
+            .filter(|ip| *ip != first)
+    })
+    .await;
+    let note = ev["note"].as_str().unwrap();
+    assert!(
+        note.contains(&first) && note.contains(&second) && note.contains("cannot update"),
+        "{note}"
+    );
+    let all = wait_for("the old LB deleted", T, || async {
+        Some(lbs(&env).await).filter(|l| l.len() == 1)
+    })
+    .await;
+    assert_eq!(all[0]["targets"], json!(["w1", "w2"]));
+    let replacement = all[0]["name"].as_str().unwrap().to_string();
+    assert!(
+        replacement.starts_with(&format!("{base}-r")),
+        "{replacement} is a replacement of {base}"
+    );
+    let recorded = svcs.get("web").await.unwrap().metadata.annotations.unwrap()
+        ["service.elemento.cloud/load-balancer-id"]
+        .clone();
+    assert_eq!(all[0]["id"].as_str(), Some(recorded.as_str()));
+
+    // The next change, with the old LB's delete failing once: the Service still moves to the new
+    // LB and the leftover is deleted by the next reconcile.
+    env.sim
+        .admin(
+            Method::PUT,
+            "/_sim/faults/loadbalancer.delete",
+            Some(json!({"error_rate": 1.0, "status": 400, "max_faults": 1})),
+        )
+        .await;
+    svcs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}, {"name": "alt", "port": 8080, "protocol": "TCP"}]}})),
+    )
+    .await
+    .unwrap();
+    let third = wait_for("one LB with both ports, recorded on web", T, || async {
+        let all = lbs(&env).await;
+        let svc = svcs.get("web").await.ok()?;
+        let id = svc
+            .metadata
+            .annotations?
+            .get("service.elemento.cloud/load-balancer-id")?
+            .clone();
+        (all.len() == 1
+            && all[0]["id"] == id.as_str()
+            && all[0]["listeners"].as_array()?.len() == 2)
+            .then(|| all[0].clone())
+    })
+    .await;
+    assert_ne!(third["name"].as_str(), Some(replacement.as_str()));
+    assert_eq!(
+        env.sim.counters().await["loadbalancer.update"]["total"].as_u64(),
+        Some(1),
+        "update probed once, then never called again"
+    );
+
+    // Capacity: with 2 LBs (the limit) a third Service is told why, then served once one goes.
+    svcs.create(
+        &PostParams::default(),
+        &svc("other", port.clone(), json!({}), None),
+    )
+    .await
+    .unwrap();
+    wait_for("other's ingress", T, || async {
+        svcs.get("other").await.ok().and_then(|s| ingress_ip(&s))
+    })
+    .await;
+    svcs.create(
+        &PostParams::default(),
+        &svc("third", port.clone(), json!({}), None),
+    )
+    .await
+    .unwrap();
+    let ev = event_with(&env, "third", "LoadBalancerCapacity").await;
+    assert!(ev["note"].as_str().unwrap().contains("cancreate"), "{ev}");
+    assert_eq!(lbs(&env).await.len(), 2, "nothing created past the limit");
+    delete_service(&svcs, "other").await;
+    wait_for(
+        "third's ingress once capacity is back",
+        Duration::from_secs(60),
+        || async { svcs.get("third").await.ok().and_then(|s| ingress_ip(&s)) },
+    )
+    .await;
+
+    delete_service(&svcs, "web").await;
+    delete_service(&svcs, "third").await;
+    assert!(lbs(&env).await.is_empty(), "nothing left");
+}
+
 /// A holder whose clock is a minute behind writes a renewTime that looks a minute old to us; as
 /// long as it keeps renewing, a standby never takes the lease (no double leader). Once it stops,
 /// the standby takes over one lease duration later.

@@ -558,6 +558,11 @@ pub fn lb_plan(
 ) -> LbPlan {
     let recorded_id = recorded.map(|r| r.id.as_str());
     let recorded = recorded.filter(|r| owned(r, owner, recorded_id));
+    // A replacement made because the endpoint has no update route is the current LB of `name`.
+    let named = match recorded {
+        Some(r) if is_replacement_of(name, &r.name) => Some(r),
+        _ => named,
+    };
     match (recorded, named) {
         (_, Some(n)) if !owned(n, owner, recorded_id) => LbPlan::NameTaken {
             name: name.to_string(),
@@ -572,6 +577,48 @@ pub fn lb_plan(
         },
         (None, None) => LbPlan::Create,
     }
+}
+
+/// The name of the LB that replaces a Service's LB when the endpoint cannot update one in place:
+/// the base name, `-r` and 8 hex digits of the desired spec (its name excluded). Deterministic, so
+/// a retry after an ambiguous create finds the LB it made instead of making another.
+pub fn replacement_name(base: &str, desired: &LoadBalancerSpec) -> String {
+    let spec = LoadBalancerSpec {
+        name: base.to_string(),
+        ..desired.clone()
+    };
+    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    let bytes = serde_json::to_vec(&spec).unwrap_or_default();
+    let hash = bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{base}-r{hash:08x}")
+}
+
+/// Whether `name` is `base` replaced (see [`replacement_name`]).
+pub fn is_replacement_of(base: &str, name: &str) -> bool {
+    name.strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix("-r"))
+        .is_some_and(|h| h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// LBs of this Service other than `current`: the base name or a replacement of it, with proof of
+/// ownership. They are left behind only by an interrupted replace, and deleted once the Service
+/// points at `current`.
+pub fn stale_lbs<'a>(
+    base: &str,
+    owner: &LbOwner,
+    recorded_id: Option<&str>,
+    current_id: &str,
+    found: impl IntoIterator<Item = &'a FoundLb>,
+) -> Vec<FoundLb> {
+    found
+        .into_iter()
+        .filter(|lb| lb.id != current_id)
+        .filter(|lb| lb.name == base || is_replacement_of(base, &lb.name))
+        .filter(|lb| owned(lb, owner, recorded_id))
+        .cloned()
+        .collect()
 }
 
 /// `status.loadBalancer.ingress`: the hostname when one is set (traffic then always goes through
@@ -596,6 +643,59 @@ mod tests {
                 service_uid: u.into(),
             }),
         }
+    }
+
+    #[test]
+    fn replacements_are_deterministic_and_recognised() {
+        let me = LbOwner {
+            cluster: "c1".into(),
+            service_uid: "u1".into(),
+        };
+        let spec: LoadBalancerSpec = serde_json::from_value(serde_json::json!({
+            "name": "web", "listeners": [{"port": 80, "protocol": "tcp", "target_port": 30080}],
+            "targets": ["vm-1"],
+            "health_check": {"protocol": "tcp", "port": 0, "interval_seconds": 5, "timeout_seconds": 3, "retries": 3},
+            "algorithm": "round_robin", "proxy_protocol": false, "private": false
+        }))
+        .expect("spec");
+        let r1 = replacement_name("web", &spec);
+        assert_eq!(r1, replacement_name("web", &spec), "same spec, same name");
+        assert!(is_replacement_of("web", &r1), "{r1}");
+        let mut more = spec.clone();
+        more.targets.push("vm-2".into());
+        let r2 = replacement_name("web", &more);
+        assert_ne!(r1, r2);
+        for not in [
+            "web",
+            "web-r1234",
+            "web-rzzzzzzzz",
+            "webx-r01234567",
+            "web-r012345678",
+        ] {
+            assert!(!is_replacement_of("web", not), "{not}");
+        }
+        // The recorded replacement is the current LB of the base name.
+        let replaced = found("lb-2", &r1, Some(("c1", "u1")));
+        let old = found("lb-1", "web", Some(("c1", "u1")));
+        assert_eq!(
+            lb_plan("web", &me, Some(&replaced), None),
+            LbPlan::Keep { id: "lb-2".into() }
+        );
+        assert_eq!(
+            lb_plan("web", &me, Some(&replaced), Some(&old)),
+            LbPlan::Keep { id: "lb-2".into() }
+        );
+        // Leftovers of an interrupted replace are stale; someone else's LB never is.
+        let theirs = found("lb-3", &r2, Some(("c1", "u2")));
+        let other = found("lb-4", "other", Some(("c1", "u1")));
+        let stale = stale_lbs(
+            "web",
+            &me,
+            Some("lb-2"),
+            "lb-2",
+            [&replaced, &old, &theirs, &other],
+        );
+        assert_eq!(stale, vec![old]);
     }
 
     #[test]

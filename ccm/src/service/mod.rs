@@ -8,6 +8,7 @@ pub mod decide;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use elemento_api::types::{LbOwner, LoadBalancer, LoadBalancerSpec};
@@ -91,6 +92,9 @@ pub struct ServiceState {
     ctx: Arc<Ctx>,
     nodes: Store<Node>,
     lbs: Mutex<LbCache>,
+    /// Cleared when the endpoint shows it has no update route (no Elemento source has one,
+    /// reference §8.1); from then on a changed LB is replaced instead (`replace_lb`).
+    update_supported: AtomicBool,
 }
 
 impl ServiceState {
@@ -133,6 +137,9 @@ impl LbCache {
             .get(ANN_LB_ID)
             .and_then(|id| self.by_id(id))
             .cloned()
+    }
+    fn all(&self) -> impl Iterator<Item = &CachedLb> {
+        self.by_name.iter().flat_map(|(m, _)| m.values())
     }
     fn put(&mut self, lb: &LoadBalancer) {
         if let Some((m, _)) = &mut self.by_name {
@@ -203,6 +210,7 @@ pub async fn run(
         ctx: ctx.clone(),
         nodes: nodes.clone(),
         lbs: Mutex::new(LbCache::default()),
+        update_supported: AtomicBool::new(true),
     });
     let api: Api<Service> = Api::all(ctx.kube.clone());
     Controller::new(api, watcher::Config::default())
@@ -343,15 +351,24 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
             .await;
             return Ok(Action::await_change());
         }
-        LbPlan::Create => (create_lb(state, &oref, &desired).await?, None),
-        LbPlan::Keep { id } => (keep_lb(state, &oref, &id, &desired).await?, None),
-        LbPlan::KeepAndDelete { id, old_id } => (
-            keep_lb(state, &oref, &id, &desired).await?,
-            recorded.filter(|r| r.id == old_id),
-        ),
+        LbPlan::Create => (create_lb(state, &oref, &desired).await?, vec![]),
+        LbPlan::Keep { id } => keep_lb(state, &oref, &id, &desired).await?,
+        LbPlan::KeepAndDelete { id, old_id } => {
+            let (lb, mut retire) = keep_lb(state, &oref, &id, &desired).await?;
+            retire.extend(
+                recorded
+                    .filter(|r| r.id == old_id)
+                    .map(|lb| Retired::new(lb, Why::Renamed)),
+            );
+            (lb, retire)
+        }
         LbPlan::Replace { old_id } => (
             create_lb(state, &oref, &desired).await?,
-            recorded.filter(|r| r.id == old_id),
+            recorded
+                .filter(|r| r.id == old_id)
+                .map(|lb| Retired::new(lb, Why::Renamed))
+                .into_iter()
+                .collect(),
         ),
     };
     if svc.annotations().get(ANN_LB_ID) != Some(&lb.id) {
@@ -378,28 +395,61 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         )
         .await?;
     }
-    // A renamed Service's previous LB goes only once the Service points at its successor.
-    if let Some(old) = retire {
-        ctx.api.delete_load_balancer(&old.id).await?;
-        state.lbs.lock().await.remove_id(&old.id);
-        info!(old = %old.id, new = %lb.id, "replaced load balancer");
+    // A replaced LB goes only once the Service points at its successor.
+    for old in retire {
+        ctx.api.delete_load_balancer(&old.lb.id).await?;
+        state.lbs.lock().await.remove_id(&old.lb.id);
+        info!(old = %old.lb.id, new = %lb.id, "replaced load balancer");
+        let because = match old.why {
+            Why::Renamed => format!(
+                "the load balancer name changed from {} to {}: Elemento cannot rename one",
+                old.lb.name, lb.name
+            ),
+            Why::NoUpdate => "its settings or targets changed and this Elemento endpoint cannot update a load balancer in place".to_string(),
+        };
         ctx.event(
             &oref,
             Reason::LoadBalancerReplaced,
             "EnsureLoadBalancer",
             format!(
-                "the load balancer name changed from {} to {}: Elemento cannot rename one, so {} replaced {} (deleted); the address changed from {} to {}",
-                old.name,
-                lb.name,
+                "{because}, so {} replaced {} (deleted); the address changed from {} to {}",
                 lb.id,
-                old.id,
-                old.ip.as_deref().unwrap_or("none"),
+                old.lb.id,
+                old.lb.ip.as_deref().unwrap_or("none"),
                 lb.ip.as_deref().unwrap_or("none")
             ),
         )
         .await;
     }
+    // Leftovers of an interrupted replace: ours, of this name, not the current one.
+    let stale = {
+        let cache = state.lbs().await?;
+        let found: Vec<FoundLb> = cache.all().map(CachedLb::found).collect();
+        decide::stale_lbs(&name, &owner, Some(lb.id.as_str()), &lb.id, &found)
+    };
+    for old in stale {
+        ctx.api.delete_load_balancer(&old.id).await?;
+        state.lbs.lock().await.remove_id(&old.id);
+        info!(old = %old.id, current = %lb.id, "deleted a leftover of an interrupted replace");
+    }
     Ok(Action::requeue(LB_CACHE_TTL))
+}
+
+/// Why an LB is retired in favour of another.
+enum Why {
+    Renamed,
+    NoUpdate,
+}
+
+struct Retired {
+    lb: CachedLb,
+    why: Why,
+}
+
+impl Retired {
+    fn new(lb: CachedLb, why: Why) -> Self {
+        Self { lb, why }
+    }
 }
 
 /// The ownership marker this CCM puts on, and requires of, a Service's LB.
@@ -415,12 +465,38 @@ fn service_owner(cluster: &str, svc: &Service) -> Result<LbOwner, Error> {
     })
 }
 
+/// Creates the desired LB, after asking `cancreate` whether the cloud can: a "no" is reported on
+/// the Service with the answer, and retried with backoff. An endpoint without `cancreate`
+/// (404/405) does not block the create.
 async fn create_lb(
     state: &ServiceState,
     oref: &k8s_openapi::api::core::v1::ObjectReference,
     desired: &LoadBalancerSpec,
 ) -> Result<CachedLb, Error> {
     let ctx = &state.ctx;
+    match ctx.api.can_create_load_balancer(desired).await {
+        Ok(answer) if !answer.possible() => {
+            let servers = serde_json::to_string(&answer.servers).unwrap_or_default();
+            ctx.event(
+                oref,
+                Reason::LoadBalancerCapacity,
+                "EnsureLoadBalancer",
+                format!(
+                    "Elemento cannot create load balancer {} now: cancreate answered {} server(s) able ({servers}); retrying with backoff",
+                    desired.name,
+                    answer.nservers.unwrap_or(0)
+                ),
+            )
+            .await;
+            return Err(Error::Retry(format!(
+                "no capacity for load balancer {}",
+                desired.name
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if e.is_unsupported() || e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
     let lb = ctx.api.create_load_balancer(desired).await?;
     state.lbs.lock().await.put(&lb);
     info!(lb = %lb.id, name = %desired.name, ip = ?lb.ip, "created load balancer");
@@ -441,52 +517,90 @@ async fn create_lb(
 /// Our LB `id` under the desired name: updated when its spec differs. When the update answers
 /// 404 and a read confirms the LB is gone (deleted outside Kubernetes), a new one is created at
 /// once and the changed address announced, instead of retrying a dead LB until the cache expires.
+/// When the endpoint has no update route, the LB is replaced (returned to be retired once the
+/// Service points at its successor).
 async fn keep_lb(
     state: &ServiceState,
     oref: &k8s_openapi::api::core::v1::ObjectReference,
     id: &str,
     desired: &LoadBalancerSpec,
-) -> Result<CachedLb, Error> {
+) -> Result<(CachedLb, Vec<Retired>), Error> {
     let ctx = &state.ctx;
     let Some(existing) = state.lbs().await?.by_id(id).cloned() else {
         return Err(Error::Retry(format!("load balancer {id} left the cache")));
     };
-    if existing.matches(desired) {
-        return Ok(existing);
+    // A replacement keeps its own name.
+    let want = LoadBalancerSpec {
+        name: existing.name.clone(),
+        ..desired.clone()
+    };
+    if existing.matches(&want) {
+        return Ok((existing, vec![]));
     }
-    match ctx.api.update_load_balancer(&existing.id, desired).await {
-        Ok(lb) => {
-            state.lbs.lock().await.put(&lb);
-            info!(lb = %lb.id, "updated load balancer");
-            let note = format!("updated Elemento load balancer {}", desired.name);
-            ctx.event(
-                oref,
-                Reason::UpdatedLoadBalancer,
-                "EnsureLoadBalancer",
-                note,
-            )
-            .await;
-            Ok(CachedLb::new(&lb))
+    if state.update_supported.load(Ordering::Relaxed) {
+        match ctx.api.update_load_balancer(&existing.id, &want).await {
+            Ok(lb) => {
+                state.lbs.lock().await.put(&lb);
+                info!(lb = %lb.id, "updated load balancer");
+                let note = format!("updated Elemento load balancer {}", want.name);
+                ctx.event(
+                    oref,
+                    Reason::UpdatedLoadBalancer,
+                    "EnsureLoadBalancer",
+                    note,
+                )
+                .await;
+                return Ok((CachedLb::new(&lb), vec![]));
+            }
+            Err(e) if e.is_not_found() && gone(ctx, &existing.id).await? => {
+                state.lbs.lock().await.remove_id(&existing.id);
+                let lb = create_lb(state, oref, desired).await?;
+                ctx.event(
+                    oref,
+                    Reason::LoadBalancerRecreated,
+                    "EnsureLoadBalancer",
+                    format!(
+                        "load balancer {} was deleted outside Kubernetes; created {} in its place: the address changed from {} to {}",
+                        existing.id,
+                        lb.id,
+                        existing.ip.as_deref().unwrap_or("none"),
+                        lb.ip.as_deref().unwrap_or("none")
+                    ),
+                )
+                .await;
+                return Ok((lb, vec![]));
+            }
+            // 405/501, or 404 for an LB that still exists: no update route here.
+            Err(e) if e.is_unsupported() || e.is_not_found() => {
+                warn!(error = %e, "the Elemento endpoint has no load-balancer update: changed load balancers are replaced from now on");
+                state.update_supported.store(false, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) if e.is_not_found() && gone(ctx, &existing.id).await? => {
-            state.lbs.lock().await.remove_id(&existing.id);
-            let lb = create_lb(state, oref, desired).await?;
-            ctx.event(
-                oref,
-                Reason::LoadBalancerRecreated,
-                "EnsureLoadBalancer",
-                format!(
-                    "load balancer {} was deleted outside Kubernetes; created {} in its place: the address changed from {} to {}",
-                    existing.id,
-                    lb.id,
-                    existing.ip.as_deref().unwrap_or("none"),
-                    lb.ip.as_deref().unwrap_or("none")
-                ),
-            )
-            .await;
-            Ok(lb)
-        }
-        Err(e) => Err(e.into()),
+    }
+    let lb = replace_lb(state, oref, desired).await?;
+    Ok((lb, vec![Retired::new(existing, Why::NoUpdate)]))
+}
+
+/// The successor of a Service's LB when it cannot be updated: created under a name derived from
+/// the desired spec, or found under that name when an earlier attempt already made it.
+async fn replace_lb(
+    state: &ServiceState,
+    oref: &k8s_openapi::api::core::v1::ObjectReference,
+    desired: &LoadBalancerSpec,
+) -> Result<CachedLb, Error> {
+    let spec = LoadBalancerSpec {
+        name: decide::replacement_name(&desired.name, desired),
+        ..desired.clone()
+    };
+    let made = state.lbs().await?.get(&spec.name).cloned();
+    match made {
+        Some(lb) if lb.owner == spec.owner => Ok(lb),
+        Some(lb) => Err(Error::Retry(format!(
+            "load balancer name {} is taken by {} without this Service's ownership marker",
+            spec.name, lb.id
+        ))),
+        None => create_lb(state, oref, &spec).await,
     }
 }
 
@@ -502,21 +616,30 @@ async fn gone(ctx: &Ctx, id: &str) -> Result<bool, Error> {
 
 async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     let ctx = &state.ctx;
-    let (by_annotation, by_name) = {
+    let owner = service_owner(&ctx.settings.cluster_name, svc)?;
+    let recorded_id = svc.annotations().get(ANN_LB_ID).map(String::as_str);
+    // The recorded LB, and every LB under the Service's name or a replacement of it (left by an
+    // interrupted replace).
+    let mut found: Vec<CachedLb> = {
         let cache = state.lbs().await?;
-        let by_annotation = cache.recorded_for(svc);
         let opts =
             decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults).ok();
-        let by_name = decide::lb_name(&ctx.settings.cluster_name, svc, opts.as_ref())
-            .and_then(|n| cache.get(&n).cloned());
-        (by_annotation, by_name)
+        let family = decide::lb_name(&ctx.settings.cluster_name, svc, opts.as_ref())
+            .map(|name| {
+                let all: Vec<FoundLb> = cache.all().map(CachedLb::found).collect();
+                decide::stale_lbs(&name, &owner, recorded_id, "", &all)
+            })
+            .unwrap_or_default();
+        cache
+            .recorded_for(svc)
+            .into_iter()
+            .chain(family.iter().filter_map(|f| cache.by_id(&f.id).cloned()))
+            .collect()
     };
-    let mut found: Vec<CachedLb> = [by_annotation, by_name].into_iter().flatten().collect();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
     found.dedup_by(|a, b| a.id == b.id);
     // Only LBs that carry this Service's proof are deleted; another Service's LB that happens to
     // have the name this one asked for is left alone.
-    let owner = service_owner(&ctx.settings.cluster_name, svc)?;
-    let recorded_id = svc.annotations().get(ANN_LB_ID).map(String::as_str);
     found.retain(|lb| decide::owned(&lb.found(), &owner, recorded_id));
     for lb in found {
         ctx.api.delete_load_balancer(&lb.id).await?;

@@ -125,12 +125,13 @@ impl Client {
     async fn try_once(
         &self,
         route: &Route,
+        path: &str,
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Reply, TryError> {
         let base = self.inner.endpoints.get(route.service);
         let url = base
-            .join(route.path.trim_start_matches('/'))
+            .join(path.trim_start_matches('/'))
             .map_err(|e| TryError {
                 error: ApiError::Config(format!("{}: {e}", route.name)),
                 not_sent: true,
@@ -222,6 +223,7 @@ impl Client {
     async fn send(
         &self,
         route: &Route,
+        path: &str,
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Reply, ApiError> {
@@ -230,7 +232,7 @@ impl Client {
         loop {
             attempt += 1;
             let generation = self.inner.login_generation.load(Ordering::Acquire);
-            let (error, not_sent) = match self.try_once(route, query, body).await {
+            let (error, not_sent) = match self.try_once(route, path, query, body).await {
                 Ok(r) if (200..300).contains(&r.status) => return Ok(r),
                 Ok(r) => {
                     let creds = self.auth().credentials;
@@ -287,11 +289,20 @@ impl Client {
         query: &[(&str, &str)],
         body: Option<&T>,
     ) -> Result<Reply, ApiError> {
-        let value = body
-            .map(serde_json::to_value)
-            .transpose()
-            .map_err(|e| ApiError::Config(format!("{}: encoding request: {e}", route.name)))?;
-        self.send(route, query, value.as_ref()).await
+        let value = encode(route, body)?;
+        self.send(route, route.path, query, value.as_ref()).await
+    }
+
+    /// A call to a route with `{param}` segments in its path.
+    async fn call_at<T: Serialize>(
+        &self,
+        route: &Route,
+        path_args: &[(&str, &str)],
+        body: Option<&T>,
+    ) -> Result<Reply, ApiError> {
+        let value = encode(route, body)?;
+        self.send(route, &route.path_with(path_args), &[], value.as_ref())
+            .await
     }
 
     async fn get(&self, route: &Route) -> Result<Reply, ApiError> {
@@ -312,7 +323,7 @@ impl Client {
             .map_err(|e| ApiError::Config(format!("encoding login: {e}")))?;
         let route = &routes::AUTH_LOGIN;
         let reply = self
-            .try_once(route, &[], Some(&value))
+            .try_once(route, route.path, &[], Some(&value))
             .await
             .map_err(|t| t.error)?;
         if !(200..300).contains(&reply.status) {
@@ -568,49 +579,99 @@ impl Client {
             })
     }
 
-    // ------------------------------------------------------------ load balancers [I]
+    // ------------------------------------------------------------ load balancers [K pattern, I body]
 
-    /// Creates a load balancer. Never retried on an ambiguous failure: callers look the
-    /// (deterministic) name up first.
+    /// Asks whether a load balancer can be created now (capacity) [K route, M answer].
+    pub async fn can_create_load_balancer(
+        &self,
+        spec: &LoadBalancerSpec,
+    ) -> Result<CanCreate, ApiError> {
+        let r = self
+            .call(
+                &routes::LB_CANCREATE,
+                &[],
+                Some(&LbCreateWire { req: spec }),
+            )
+            .await?;
+        decode_one(&routes::LB_CANCREATE, &r, None)
+    }
+
+    /// Creates a load balancer and reads it back (the create answer carries only its id,
+    /// `service_uuid`). Never retried on an ambiguous failure: callers look the (deterministic)
+    /// name up first.
     pub async fn create_load_balancer(
         &self,
         spec: &LoadBalancerSpec,
     ) -> Result<LoadBalancer, ApiError> {
-        let r = self.call(&routes::LB_CREATE, &[], Some(spec)).await?;
-        decode_one(&routes::LB_CREATE, &r, Some("loadbalancer"))
+        let r = self
+            .call(&routes::LB_CREATE, &[], Some(&LbCreateWire { req: spec }))
+            .await?;
+        let created: LbCreatedWire = decode_one(&routes::LB_CREATE, &r, None)?;
+        let id = created
+            .service_uuid
+            .ok_or_else(|| decode_err(&routes::LB_CREATE, "the answer has no service_uuid"))?;
+        self.load_balancer(&id).await
     }
 
+    /// One load balancer (`GET running/{uuid}`; there is no `info` route).
     pub async fn load_balancer(&self, id: &str) -> Result<LoadBalancer, ApiError> {
         let r = self
-            .call::<()>(&routes::LB_INFO, &[("id", id)], None)
+            .call_at::<()>(&routes::LB_GET, &[("uuid", id)], None)
             .await?;
-        decode_one(&routes::LB_INFO, &r, Some("loadbalancer"))
+        decode_one::<LbRecordWire>(&routes::LB_GET, &r, Some("service"))?
+            .normalise()
+            .ok_or_else(|| {
+                decode_err(
+                    &routes::LB_GET,
+                    format!("{id} is not a load balancer record"),
+                )
+            })
     }
 
-    /// All load balancers (JSON array or NDJSON, like the other `running` routes).
+    /// All load balancers (NDJSON or a JSON array). Records that are not load balancers of our
+    /// shape are skipped.
     pub async fn list_load_balancers(&self) -> Result<Vec<LoadBalancer>, ApiError> {
         let r = self.get(&routes::LB_RUNNING).await?;
-        decode_list(&routes::LB_RUNNING, &r)
+        Ok(decode_list::<LbRecordWire>(&routes::LB_RUNNING, &r)?
+            .into_iter()
+            .filter_map(LbRecordWire::normalise)
+            .collect())
     }
 
-    /// Replaces listeners, targets and settings of a load balancer, keeping its address [I].
+    /// Replaces listeners, targets and settings of a load balancer, keeping its address [I]: no
+    /// Elemento source has this route. A 405/501, or a 404 for an LB that a read still finds,
+    /// means the endpoint has no update (see [`ApiError::is_unsupported`] and the CCM's replace
+    /// strategy).
     pub async fn update_load_balancer(
         &self,
         id: &str,
         spec: &LoadBalancerSpec,
     ) -> Result<LoadBalancer, ApiError> {
-        let body = LbUpdateWire { id, spec };
-        let r = self.call(&routes::LB_UPDATE, &[], Some(&body)).await?;
-        decode_one(&routes::LB_UPDATE, &r, Some("loadbalancer"))
+        let body = LbUpdateWire {
+            service_uuid: id,
+            req: spec,
+        };
+        self.call(&routes::LB_UPDATE, &[], Some(&body)).await?;
+        self.load_balancer(id).await
     }
 
     /// Deletes a load balancer; `Ok(false)` when it was already gone.
     pub async fn delete_load_balancer(&self, id: &str) -> Result<bool, ApiError> {
         gone_is_ok(
-            self.call(&routes::LB_DELETE, &[], Some(&LbIdWire { id }))
-                .await,
+            self.call(
+                &routes::LB_DELETE,
+                &[],
+                Some(&LbIdWire { service_uuid: id }),
+            )
+            .await,
         )
     }
+}
+
+fn encode<T: Serialize>(route: &Route, body: Option<&T>) -> Result<Option<Value>, ApiError> {
+    body.map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| ApiError::Config(format!("{}: encoding request: {e}", route.name)))
 }
 
 fn gone_is_ok(r: Result<Reply, ApiError>) -> Result<bool, ApiError> {
@@ -650,13 +711,15 @@ pub(crate) fn decode_list_bytes<W: DeserializeOwned>(
     }
     let items: Vec<Value> = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(a)) => a,
-        Ok(Value::Object(o)) => match o.into_iter().find_map(|(_, v)| match v {
-            Value::Array(a) => Some(a),
-            _ => None,
-        }) {
-            Some(a) => a,
-            None => return Err(decode_err(route, "expected a list")),
-        },
+        // `{"vms": […]}` wraps a list; any other object is one NDJSON line, a one-item list.
+        Ok(Value::Object(o)) if is_list_wrapper(&o) => o
+            .into_iter()
+            .find_map(|(_, v)| match v {
+                Value::Array(a) => Some(a),
+                _ => None,
+            })
+            .unwrap_or_default(),
+        Ok(one @ Value::Object(_)) => vec![one],
         Ok(Value::Null) => Vec::new(),
         Ok(other) => return Err(decode_err(route, format!("expected a list, got {other}"))),
         Err(_) => {
@@ -684,6 +747,12 @@ pub(crate) fn decode_list_bytes<W: DeserializeOwned>(
         );
     }
     Ok(decoded)
+}
+
+/// A wrapper holds exactly one array and nothing structured besides (a record has nested objects
+/// or several arrays).
+fn is_list_wrapper(o: &serde_json::Map<String, Value>) -> bool {
+    o.values().filter(|v| v.is_array()).count() == 1 && !o.values().any(Value::is_object)
 }
 
 fn decode_list<W: DeserializeOwned>(route: &Route, r: &Reply) -> Result<Vec<W>, ApiError> {

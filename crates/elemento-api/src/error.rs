@@ -65,6 +65,18 @@ impl ApiError {
         matches!(self, ApiError::NotFound { .. })
     }
 
+    /// The endpoint has no such route (405 Method Not Allowed, 501 Not Implemented). A 404 is
+    /// ambiguous (the object or the route may be missing) and is not counted here.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            self,
+            ApiError::BadRequest {
+                status: 405 | 501,
+                ..
+            }
+        )
+    }
+
     /// A short label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -124,6 +136,11 @@ pub(crate) fn from_status(
         404 if limit_on_404 => ApiError::LimitReached { route, message },
         404 | 410 => ApiError::NotFound { route, message },
         429 => ApiError::RateLimited { route, retry_after },
+        501 => ApiError::BadRequest {
+            route,
+            status,
+            message,
+        },
         500..=599 => ApiError::Unavailable {
             route,
             message: format!("HTTP {status}: {message}"),

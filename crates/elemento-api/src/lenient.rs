@@ -13,6 +13,11 @@ pub fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error>
     })
 }
 
+/// A count given as a number or a numeric string; negatives and others are `None`.
+pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(opt_f64(d)?.filter(|v| *v >= 0.0).map(|v| v as u64))
+}
+
 /// A boolean given as a JSON bool, "true"/"false", or 0/1; anything else is `false`.
 pub fn bool_loose<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(match Value::deserialize(d)? {
@@ -20,6 +25,14 @@ pub fn bool_loose<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         Value::String(s) => matches!(s.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"),
         Value::Number(n) => n.as_f64().is_some_and(|v| v != 0.0),
         _ => false,
+    })
+}
+
+/// An optional boolean, as loose as [`bool_loose`]; `null` or missing is `None`.
+pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Null => None,
+        v => Some(bool_loose(v).unwrap_or(false)),
     })
 }
 

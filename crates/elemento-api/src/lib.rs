@@ -49,4 +49,19 @@ pub mod __private {
             .collect(),
         )
     }
+    pub fn decode_lb_list(
+        status: u16,
+        body: &[u8],
+    ) -> Result<Vec<crate::LoadBalancer>, crate::ApiError> {
+        Ok(
+            crate::client::decode_list_bytes::<crate::types::LbRecordWire>(
+                &crate::routes::LB_RUNNING,
+                status,
+                body,
+            )?
+            .into_iter()
+            .filter_map(crate::types::LbRecordWire::normalise)
+            .collect(),
+        )
+    }
 }

@@ -54,6 +54,10 @@ pub enum Evidence {
     Known,
     /// [K] the route name is known, its request/response bodies are inferred.
     KnownRouteInferredBody,
+    /// [K pattern, I body] a generic route is known (`/client/service/{service}/…` routes every
+    /// PaaS service by name, §8.1 of the reference); that our service is one of its values and
+    /// the fields of its body are inferred.
+    KnownPatternInferredBody,
     /// [I] inferred: neither the route nor the body is confirmed.
     Inferred,
 }
@@ -63,6 +67,7 @@ impl Evidence {
         match self {
             Evidence::Known => "[K]",
             Evidence::KnownRouteInferredBody => "[K route, I body]",
+            Evidence::KnownPatternInferredBody => "[K pattern, I body]",
             Evidence::Inferred => "[I]",
         }
     }
@@ -117,9 +122,100 @@ routes! {
     NETWORK_LIST = "network.list", Network, GET, "/api/v1.0/client/network/list", Known, true;
     NETWORK_INFO = "network.info", Network, POST, "/api/v1.0/client/network/info", Known, true;
 
-    LB_CREATE = "loadbalancer.create", Services, POST, "/api/v1.0/loadbalancer/create", KnownRouteInferredBody, false;
-    LB_INFO = "loadbalancer.info", Services, GET, "/api/v1.0/loadbalancer/info", KnownRouteInferredBody, true;
-    LB_RUNNING = "loadbalancer.running", Services, GET, "/api/v1.0/loadbalancer/running", KnownRouteInferredBody, true;
-    LB_UPDATE = "loadbalancer.update", Services, PUT, "/api/v1.0/loadbalancer/update", Inferred, true;
-    LB_DELETE = "loadbalancer.delete", Services, DELETE, "/api/v1.0/loadbalancer/delete", KnownRouteInferredBody, true;
+    // Load balancers as one PaaS service of the generic services envelope (§8.1): `loadbalancer`
+    // as `{service}` is inferred, so is everything inside `req`. There is no update route in any
+    // Elemento source: ours is probed and, when absent, the CCM replaces instead (docs/ccm.md).
+    LB_CANCREATE = "loadbalancer.cancreate", Services, POST, "/api/v1.0/client/service/loadbalancer/cancreate", KnownPatternInferredBody, true;
+    LB_CREATE = "loadbalancer.create", Services, POST, "/api/v1.0/client/service/loadbalancer/create", KnownPatternInferredBody, false;
+    LB_RUNNING = "loadbalancer.running", Services, GET, "/api/v1.0/client/service/loadbalancer/running", KnownPatternInferredBody, true;
+    LB_GET = "loadbalancer.get", Services, GET, "/api/v1.0/client/service/loadbalancer/running/{uuid}", KnownPatternInferredBody, true;
+    LB_UPDATE = "loadbalancer.update", Services, POST, "/api/v1.0/client/service/loadbalancer/update", Inferred, true;
+    LB_DELETE = "loadbalancer.delete", Services, DELETE, "/api/v1.0/client/service/loadbalancer/delete", KnownPatternInferredBody, true;
+}
+
+impl Route {
+    /// The path with its `{param}` segments filled from `args` (percent-encoded).
+    pub fn path_with(&self, args: &[(&str, &str)]) -> String {
+        self.path
+            .split('/')
+            .map(
+                |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(param) => args
+                        .iter()
+                        .find(|(k, _)| *k == param)
+                        .map(|(_, v)| percent_encode(v))
+                        .unwrap_or_default(),
+                    None => seg.to_string(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Whether a request path is this route (`{param}` segments match any one segment).
+    pub fn matches(&self, method: &Method, path: &str) -> bool {
+        if self.method != *method {
+            return false;
+        }
+        let (mut want, mut got) = (self.path.split('/'), path.split('/'));
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => {}
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for one path segment.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_parameters_are_filled_and_matched() {
+        assert_eq!(
+            LB_GET.path_with(&[("uuid", "a b/c")]),
+            "/api/v1.0/client/service/loadbalancer/running/a%20b%2Fc"
+        );
+        assert!(LB_GET.matches(
+            &Method::GET,
+            "/api/v1.0/client/service/loadbalancer/running/x1"
+        ));
+        assert!(!LB_GET.matches(
+            &Method::GET,
+            "/api/v1.0/client/service/loadbalancer/running/"
+        ));
+        assert!(!LB_GET.matches(
+            &Method::GET,
+            "/api/v1.0/client/service/loadbalancer/running"
+        ));
+        assert!(!LB_GET.matches(
+            &Method::POST,
+            "/api/v1.0/client/service/loadbalancer/running/x1"
+        ));
+        assert!(LB_RUNNING.matches(&Method::GET, LB_RUNNING.path));
+        // Every route is told apart from every other.
+        for a in ALL {
+            let concrete = a.path_with(&[("uuid", "u-1")]);
+            let hits: Vec<_> = ALL
+                .iter()
+                .filter(|r| r.matches(&a.method, &concrete))
+                .collect();
+            assert_eq!(hits.len(), 1, "{}: {hits:?}", a.name);
+        }
+    }
 }

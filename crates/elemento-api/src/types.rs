@@ -669,16 +669,110 @@ pub struct LoadBalancer {
     pub status: Option<String>,
 }
 
+// Wire shapes of the services envelope (§8.1): the body of a create is `{"req": {…}}` [K
+// envelope], what goes inside `req` is our `LoadBalancerSpec` [I]; the create answer carries
+// `service_uuid` [M]; a `running` record is read tolerantly below [I].
+
+/// `{"req": spec}`: the body of create and cancreate.
 #[derive(Serialize)]
-pub(crate) struct LbUpdateWire<'a> {
-    pub id: &'a str,
-    #[serde(flatten)]
-    pub spec: &'a LoadBalancerSpec,
+pub(crate) struct LbCreateWire<'a> {
+    pub req: &'a LoadBalancerSpec,
 }
 
+/// `{"service_uuid": …, "req": spec}`: our update [I].
+#[derive(Serialize)]
+pub(crate) struct LbUpdateWire<'a> {
+    pub service_uuid: &'a str,
+    pub req: &'a LoadBalancerSpec,
+}
+
+/// `{"service_uuid": …}`: the client daemon's delete [M].
 #[derive(Serialize)]
 pub(crate) struct LbIdWire<'a> {
-    pub id: &'a str,
+    pub service_uuid: &'a str,
+}
+
+/// The create answer `{billing_uuid, payment_url, service_uuid, …}` [M]: the LB id is
+/// `service_uuid`.
+#[derive(Deserialize)]
+pub(crate) struct LbCreatedWire {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub service_uuid: Option<String>,
+}
+
+/// One load balancer as `running` and `running/{uuid}` return it [I]. The id is `service_uuid`
+/// (the services list column [K]), else `uuid` or `id`; the spec is inside `req`, else at the top
+/// level; `ip` and `status` at the top level, else inside `req`.
+#[derive(Deserialize)]
+pub(crate) struct LbRecordWire {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    service_uuid: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    uuid: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    id: Option<String>,
+    #[serde(default)]
+    req: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    ip: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    status: Option<String>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl LbRecordWire {
+    /// `None` for a record without an id or whose spec is not one of ours (another service's
+    /// shape, or an LB made outside this project): nothing here can match it.
+    pub(crate) fn normalise(self) -> Option<LoadBalancer> {
+        let id = self.service_uuid.or(self.uuid).or(self.id)?;
+        let spec_json = match self.req {
+            Some(r @ serde_json::Value::Object(_)) => r,
+            _ => serde_json::Value::Object(self.rest),
+        };
+        let inner = |k: &str| spec_json.get(k).and_then(|v| v.as_str()).map(String::from);
+        let ip = self.ip.or_else(|| inner("ip"));
+        let status = self.status.or_else(|| inner("status"));
+        let spec: LoadBalancerSpec = serde_json::from_value(spec_json).ok()?;
+        Some(LoadBalancer {
+            id,
+            spec,
+            ip,
+            status,
+        })
+    }
+}
+
+/// What `cancreate` answers (`{"nservers", "servers": [{"cancreate", "provider", …}]}`) [K route,
+/// M body].
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct CanCreate {
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub nservers: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::vec_skip_bad")]
+    pub servers: Vec<CanCreateServer>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct CanCreateServer {
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub cancreate: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub provider: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub target: Option<String>,
+}
+
+impl CanCreate {
+    /// `false` only when the answer says no server can create it; an answer that says nothing
+    /// either way does not block a create.
+    pub fn possible(&self) -> bool {
+        match (self.nservers, self.servers.is_empty()) {
+            (Some(0), _) => false,
+            (_, false) => self.servers.iter().any(|s| s.cancreate != Some(false)),
+            _ => true,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Decoding of the response samples documented in shared/reference/elemento-api.md, and of the
 //! malformed answers a daemon may send: never a panic, never a whole list lost to one bad item.
 
-use elemento_api::__private::{decode_vm_list, decode_volume_list};
+use elemento_api::__private::{decode_lb_list, decode_vm_list, decode_volume_list};
 use elemento_api::types::PowerState;
 
 #[test]
@@ -81,4 +81,53 @@ fn volume_sizes_in_bytes_or_gb() {
         (c[0].id.as_str(), c[0].size_bytes, c[0].format.as_deref()),
         ("v2", 1_125_000_000, Some("qcow2"))
     );
+}
+
+/// Load-balancer records of the services envelope (§8.1): NDJSON (one line too), a JSON array or
+/// a wrapper; the id under `service_uuid`, `uuid` or `id`; the spec in `req` or at the top level.
+#[test]
+fn load_balancer_records_in_every_listing_shape() {
+    let spec = r#"{"name":"k8s-c-1","listeners":[{"protocol":"tcp","port":80,"target_port":30080}],"targets":["vm-1"],"health_check":{"protocol":"tcp","port":0,"interval_seconds":5,"timeout_seconds":3,"retries":3},"algorithm":"round_robin","proxy_protocol":false,"private":false}"#;
+    let in_req = format!(
+        r#"{{"service_uuid":"lb-1","status":"running","ip":"198.51.100.10","req":{spec}}}"#
+    );
+    let one_line = decode_lb_list(200, format!("{in_req}\n").as_bytes()).unwrap();
+    assert_eq!(one_line.len(), 1, "a single NDJSON line is a one-item list");
+    assert_eq!(
+        (
+            one_line[0].id.as_str(),
+            one_line[0].ip.as_deref(),
+            one_line[0].spec.targets.as_slice()
+        ),
+        (
+            "lb-1",
+            Some("198.51.100.10"),
+            ["vm-1".to_string()].as_slice()
+        )
+    );
+    let flat = spec.replacen('{', r#"{"uuid":"lb-2","ip":"198.51.100.11","#, 1);
+    let not_ours = r#"{"service_uuid":"kaas-1","cluster_name":"x","status":"running"}"#;
+    let ndjson = format!("{in_req}\n{flat}\n{not_ours}\n");
+    let ids = |v: Vec<elemento_api::LoadBalancer>| v.into_iter().map(|l| l.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(decode_lb_list(200, ndjson.as_bytes()).unwrap()),
+        ["lb-1", "lb-2"]
+    );
+    let array = format!("[{in_req},{flat},{not_ours}]");
+    assert_eq!(
+        ids(decode_lb_list(200, array.as_bytes()).unwrap()),
+        ["lb-1", "lb-2"]
+    );
+    let wrapped = format!(r#"{{"services":[{in_req}]}}"#);
+    assert_eq!(
+        ids(decode_lb_list(200, wrapped.as_bytes()).unwrap()),
+        ["lb-1"]
+    );
+    assert!(decode_lb_list(204, b"").unwrap().is_empty());
+}
+
+#[test]
+fn a_single_ndjson_vm_line_is_one_vm() {
+    let vms = decode_vm_list(200, b"{\"uniqueID\":\"x\",\"req_json\":{\"volumes\":[]}}\n").unwrap();
+    assert_eq!(vms.len(), 1);
 }

@@ -106,13 +106,31 @@ impl Pool {
 }
 
 /// Which side of each documented wire conflict the simulator speaks.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WireVariants {
     /// Volume `size` in GB instead of bytes.
     pub volume_size_gb: bool,
     /// `POST /volume/info` answers `{"volume": {...}}` instead of the bare volume.
     pub volume_info_wrapped: bool,
+    /// Serve our load-balancer update route [I]. No Elemento source has one (§8.1): without it
+    /// the route answers 404 like any unknown path, and the CCM replaces instead.
+    pub lb_update: bool,
+    /// Put `mesos`, `region`, `states` and `vm_tags` at the top level of VM records (later Meson,
+    /// §8.4) instead of inside `req_json` (the mock), and `network_config` at the top level (the
+    /// thesis SDK).
+    pub vm_status_top_level: bool,
+}
+
+impl Default for WireVariants {
+    fn default() -> Self {
+        Self {
+            volume_size_gb: false,
+            volume_info_wrapped: false,
+            lb_update: true,
+            vm_status_top_level: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -147,6 +165,13 @@ pub struct VmSeed {
     pub gpus: Option<u32>,
     #[serde(default)]
     pub ipv4: Option<Ipv4Addr>,
+    /// A private (VPC) address, reported in `private_network_config` (§8.3); `ipv4` is then the
+    /// public one.
+    #[serde(default)]
+    pub private_ipv4: Option<Ipv4Addr>,
+    /// `vm_tags` the VM reports (§8.4).
+    #[serde(default)]
+    pub tags: Vec<String>,
     #[serde(default)]
     pub provider: Option<String>,
     #[serde(default)]

@@ -293,52 +293,68 @@ async fn network_info(State(s): State<Shared>, body: Bytes) -> Answer {
     ok(s.world.lock().await.network_info(&b)?)
 }
 
-// ---------------------------------------------------------------- load balancers [I]
+// ---------------------------------------------------------------- load balancers [K pattern, I body]
 
-fn lb_spec(body: &Bytes) -> Result<LoadBalancerSpec, SimError> {
-    serde_json::from_slice(body).map_err(|e| sim_err(400, format!("invalid load balancer: {e}")))
+/// Our spec from the envelope's `req` [I].
+fn lb_spec(b: &Value) -> Result<LoadBalancerSpec, SimError> {
+    let req = b.get("req").ok_or_else(|| {
+        sim_err(
+            400,
+            "req is required (the services envelope: {\"req\": {...}})",
+        )
+    })?;
+    serde_json::from_value(req.clone())
+        .map_err(|e| sim_err(400, format!("invalid load balancer in req: {e}")))
 }
 
 fn lb_id(b: &Value) -> Result<String, SimError> {
-    b.get("id")
+    b.get("service_uuid")
         .and_then(Value::as_str)
         .map(String::from)
-        .ok_or_else(|| sim_err(400, "id is required"))
+        .ok_or_else(|| sim_err(400, "service_uuid is required"))
+}
+
+async fn lb_cancreate(State(s): State<Shared>, body: Bytes) -> Answer {
+    let spec = lb_spec(&parse_body(&body)?)?;
+    let w = s.world.lock().await;
+    ok(w.lb_can_create(&spec)?)
 }
 
 async fn lb_create(State(s): State<Shared>, body: Bytes) -> Answer {
-    let spec = lb_spec(&body)?;
+    let spec = lb_spec(&parse_body(&body)?)?;
     let mut w = s.world.lock().await;
     let lb = w.create_lb(spec)?;
     s.save(&w);
-    ok(serde_json::to_value(lb).unwrap_or_default())
+    // The client daemon's answer [M]: billing fields and the new service's id.
+    ok(json!({"service_uuid": lb.id, "billing_uuid": crate::world::new_id(), "payment_url": null}))
 }
 
-#[derive(Deserialize)]
-struct IdQuery {
-    id: Option<String>,
-}
-
-async fn lb_info(State(s): State<Shared>, Query(q): Query<IdQuery>) -> Answer {
-    let id =
-        q.id.ok_or_else(|| sim_err(400, "query parameter id is required"))?;
+async fn lb_get(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
     let w = s.world.lock().await;
-    ok(serde_json::to_value(w.lb(&id)?).unwrap_or_default())
+    ok(World::lb_record(w.lb(&id)?))
 }
 
-async fn lb_running(State(s): State<Shared>) -> Answer {
+/// NDJSON, one record per line, as the services' `running` routes answer [M].
+async fn lb_running(State(s): State<Shared>) -> Result<Response, SimError> {
     let w = s.world.lock().await;
-    ok(serde_json::to_value(w.lbs.values().collect::<Vec<_>>()).unwrap_or_default())
+    let mut text = String::new();
+    for lb in w.lbs.values() {
+        text.push_str(&World::lb_record(lb).to_string());
+        text.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
 }
 
 async fn lb_update(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
-    let id = lb_id(&b)?;
-    let spec = lb_spec(&body)?;
     let mut w = s.world.lock().await;
+    if !w.scenario.wire.lb_update {
+        return Err(sim_err(404, "Not Found"));
+    }
+    let b = parse_body(&body)?;
+    let (id, spec) = (lb_id(&b)?, lb_spec(&b)?);
     let lb = w.update_lb(&id, spec)?;
     s.save(&w);
-    ok(serde_json::to_value(lb).unwrap_or_default())
+    ok(World::lb_record(&lb))
 }
 
 async fn lb_delete(State(s): State<Shared>, body: Bytes) -> Answer {
@@ -472,7 +488,7 @@ async fn admin_expire_session(State(s): State<Shared>) -> Answer {
 fn route_name(method: &Method, path: &str) -> Option<&'static str> {
     routes::ALL
         .iter()
-        .find(|r| r.method == *method && r.path == path)
+        .find(|r| r.matches(method, path))
         .map(|r| r.name)
 }
 
@@ -579,10 +595,11 @@ pub fn router(sim: Shared) -> Router {
         .route(VOLUME_RESIZE.path, post(volume_resize))
         .route(NETWORK_LIST.path, get(network_list))
         .route(NETWORK_INFO.path, post(network_info))
+        .route(LB_CANCREATE.path, post(lb_cancreate))
         .route(LB_CREATE.path, post(lb_create))
-        .route(LB_INFO.path, get(lb_info))
+        .route(LB_GET.path, get(lb_get))
         .route(LB_RUNNING.path, get(lb_running))
-        .route(LB_UPDATE.path, put(lb_update))
+        .route(LB_UPDATE.path, post(lb_update))
         .route(LB_DELETE.path, delete(lb_delete))
         .route("/_sim/state", get(admin_state))
         .route("/_sim/vms", post(admin_create_vm))

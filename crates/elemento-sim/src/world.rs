@@ -19,6 +19,10 @@ pub struct SimVm {
     pub gpus: u32,
     pub ipv4: String,
     pub mac: String,
+    #[serde(default)]
+    pub private_ipv4: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub provider: Option<String>,
     pub region: Option<String>,
     pub server_url: String,
@@ -198,6 +202,8 @@ impl World {
             gpus,
             ipv4,
             mac: new_mac(),
+            private_ipv4: seed.private_ipv4.map(|ip| ip.to_string()),
+            tags: seed.tags.clone(),
             provider: seed.provider.clone(),
             region: seed.region.clone(),
             server_url: seed
@@ -266,7 +272,9 @@ impl World {
         Ok(())
     }
 
-    /// The wire shape of one `GET /vm/status` item [K] (newer [M] fields included).
+    /// The wire shape of one `GET /vm/status` item [K] (newer [M] fields included). The status
+    /// fields go inside `req_json` (the mock) or at the top level (later Meson, §8.4), as the
+    /// scenario's `wire.vm_status_top_level` says.
     pub fn vm_json(&self, vm: &SimVm) -> Value {
         let mut req = json!({
             "vm_name": vm.name, "slots": vm.slots, "overprovision": 2, "allowSMT": false,
@@ -278,16 +286,35 @@ impl World {
             "pcidevs": if vm.gpus > 0 { json!([{"vendor": "10de", "model": "1bb1", "quantity": vm.gpus}]) } else { json!([]) },
             "netdevs": [],
             "creation_date": format!("2026-01-01T00:00:{:02}Z", vm.created % 60),
-            "network_config": {"ipv4": vm.ipv4, "mac": vm.mac},
         });
-        if let Some(p) = &vm.provider {
-            req["mesos"] = json!({"provider": p, "region": vm.region, "price": {"hour": 0.01, "month": 7.2, "unit": "EUR"}});
+        let mut status = json!({
+            "network_config": {"ipv4": vm.ipv4, "mac": vm.mac},
+            "states": vm.power,
+        });
+        if let Some(p) = &vm.private_ipv4 {
+            status["private_network_config"] = json!([{"ipv4": p, "mac": vm.mac}]);
         }
-        json!({
-            "uniqueID": vm.id, "serverurl": vm.server_url, "req_json": req,
-            "provider": vm.provider, "states": vm.power,
+        if !vm.tags.is_empty() {
+            status["vm_tags"] = json!(vm.tags);
+        }
+        if let Some(p) = &vm.provider {
+            status["mesos"] = json!({"provider": p, "region": vm.region, "price": {"hour": 0.01, "month": 7.2, "unit": "EUR"}});
+        }
+        let mut record = json!({
+            "uniqueID": vm.id, "serverurl": vm.server_url,
+            "provider": vm.provider,
             "target_type": if vm.provider.is_some() { "meson_public" } else { "atomos_local_ip" },
-        })
+        });
+        let into = if self.scenario.wire.vm_status_top_level {
+            &mut record
+        } else {
+            &mut req
+        };
+        if let (Value::Object(dst), Value::Object(src)) = (into, status) {
+            dst.extend(src);
+        }
+        record["req_json"] = req;
+        record
     }
 
     pub fn vm_list_json(&self) -> Value {
@@ -628,22 +655,34 @@ impl World {
         Ok(())
     }
 
-    pub fn create_lb(&mut self, spec: LoadBalancerSpec) -> SimResult<SimLb> {
-        self.validate_lb(&spec)?;
+    /// Why a load balancer cannot be created now, if it cannot (limit or address pool).
+    fn lb_capacity(&self, spec: &LoadBalancerSpec) -> Result<std::net::Ipv4Addr, String> {
         if self.lbs.len() >= self.scenario.limits.max_load_balancers {
-            return Err(err(
-                404,
-                "load balancer limit reached for this organisation",
-            ));
+            return Err("load balancer limit reached for this organisation".into());
         }
         let pool = if spec.private {
             self.scenario.lb_private_ip_pool
         } else {
             self.scenario.lb_ip_pool
         };
-        let ip = pool
-            .allocate(self.lbs.values().map(|l| l.ip.as_str()))
-            .ok_or_else(|| err(404, "load balancer address pool exhausted"))?;
+        pool.allocate(self.lbs.values().map(|l| l.ip.as_str()))
+            .ok_or_else(|| "load balancer address pool exhausted".into())
+    }
+
+    /// The `cancreate` answer of the services envelope [K route, M body]: one (simulated) server,
+    /// able or not.
+    pub fn lb_can_create(&self, spec: &LoadBalancerSpec) -> SimResult<Value> {
+        self.validate_lb(spec)?;
+        let able = self.lb_capacity(spec).is_ok();
+        Ok(json!({
+            "nservers": u32::from(able),
+            "servers": [{"cancreate": able, "provider": "atomos", "target": "elemento-sim", "carbon_footprint": 0, "billing": []}],
+        }))
+    }
+
+    pub fn create_lb(&mut self, spec: LoadBalancerSpec) -> SimResult<SimLb> {
+        self.validate_lb(&spec)?;
+        let ip = self.lb_capacity(&spec).map_err(|why| err(404, why))?;
         let lb = SimLb {
             id: new_id(),
             spec,
@@ -684,6 +723,15 @@ impl World {
         };
         self.lbs.insert(id.to_string(), lb.clone());
         Ok(lb)
+    }
+
+    /// A `running` record of the services envelope [I]: `service_uuid` and `status` as the
+    /// services list has them [K columns], the address at the top level, our spec in `req`.
+    pub fn lb_record(lb: &SimLb) -> Value {
+        json!({
+            "service_uuid": lb.id, "status": lb.status, "ip": lb.ip,
+            "req": serde_json::to_value(&lb.spec).unwrap_or_default(),
+        })
     }
 
     pub fn delete_lb(&mut self, id: &str) -> SimResult<SimLb> {

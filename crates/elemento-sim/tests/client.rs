@@ -382,6 +382,34 @@ async fn load_balancer_calls() {
     ));
 }
 
+/// The simulator without our update route (what every Elemento source shows, §8.1): the update
+/// answers 404 while the LB is still there; `cancreate` says no once the limit is reached.
+#[tokio::test]
+async fn load_balancers_without_update_and_at_capacity() {
+    let mut s = scenario();
+    s.wire.lb_update = false;
+    s.limits.max_load_balancers = 1;
+    let sim = sim_with(s).await;
+    let c = client(&sim);
+    let spec = lb_spec(&["vm-a"]);
+    assert!(c.can_create_load_balancer(&spec).await.unwrap().possible());
+    let lb = c.create_load_balancer(&spec).await.unwrap();
+    let e = c
+        .update_load_balancer(&lb.id, &lb_spec(&["vm-a", "vm-b"]))
+        .await
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e:?}");
+    assert_eq!(
+        c.load_balancer(&lb.id).await.unwrap().spec.targets,
+        ["vm-a"]
+    );
+    let full = c.can_create_load_balancer(&spec).await.unwrap();
+    assert!(!full.possible(), "{full:?}");
+    assert_eq!(full.nservers, Some(0));
+    let e = c.create_load_balancer(&spec).await.unwrap_err();
+    assert!(matches!(e, ApiError::NotFound { .. }), "{e:?}");
+}
+
 #[tokio::test]
 async fn idempotent_calls_retry_on_5xx_and_create_does_not() {
     let sim = sim_with(scenario()).await;
