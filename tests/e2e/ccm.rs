@@ -178,6 +178,54 @@ async fn nodes_are_initialized_by_provider_id_name_and_ip() {
     );
 }
 
+/// Later Meson's record shape (§8.3, §8.4): status fields at the top level, a private (VPC)
+/// address next to the public one. The Node is found by its private address, which becomes its
+/// InternalIP; the public one its ExternalIP; the region comes from the top-level `mesos`.
+#[tokio::test]
+async fn vpc_addresses_and_top_level_status_fields() {
+    let _serial = SERIAL.lock().await;
+    let n = unique("vpc");
+    let scenario = format!(
+        "wire: {{vm_status_top_level: true}}\nvms:\n{}",
+        vm(
+            "vm-vpc",
+            "not-the-node",
+            "template: neon, ipv4: 51.15.0.8, private_ipv4: 10.2.0.8, provider: ovh, region: eu-west-par, tags: ['k8s-cluster=e2e']"
+        )
+    );
+    let env = CcmEnv::new(&scenario).await;
+    let nodes: Api<Node> = Api::all(env.kube.clone());
+    env.node(&n, None, Some("10.2.0.8"), true, &[]).await;
+    let (_ccm, _) = env.start_ccm("ccm-vpc", &[]);
+    let node = node_when(&nodes, &n, "initialized", initialized).await;
+    assert_eq!(
+        node.spec.as_ref().unwrap().provider_id.as_deref(),
+        Some("elemento://vm-vpc")
+    );
+    let addrs: Vec<(String, String)> = node
+        .status
+        .clone()
+        .unwrap()
+        .addresses
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.type_, a.address))
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            ("InternalIP".to_string(), "10.2.0.8".to_string()),
+            ("ExternalIP".to_string(), "51.15.0.8".to_string()),
+            ("Hostname".to_string(), n.clone())
+        ]
+    );
+    assert_eq!(label(&node, "node.elemento.cloud/provider"), Some("ovh"));
+    assert_eq!(
+        label(&node, "topology.kubernetes.io/region"),
+        Some("ovh-eu-west-par")
+    );
+}
+
 #[tokio::test]
 async fn lifecycle_deletes_gone_taints_off_and_ignores_foreign_nodes() {
     let _serial = SERIAL.lock().await;

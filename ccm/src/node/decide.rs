@@ -22,7 +22,8 @@ pub const ATOMOS: &str = "atomos";
 pub struct NodeFacts {
     pub name: String,
     pub provider_id: Option<String>,
-    pub internal_ips: Vec<Ipv4Addr>,
+    /// The Node's InternalIP then ExternalIP addresses (the kubelet may report either).
+    pub node_ips: Vec<Ipv4Addr>,
     pub labels: BTreeMap<String, String>,
     pub addresses: Vec<(String, String)>,
     pub taints: Vec<Value>,
@@ -42,9 +43,9 @@ impl NodeFacts {
         Self {
             name: node.metadata.name.clone().unwrap_or_default(),
             provider_id: spec.provider_id.clone(),
-            internal_ips: addresses
+            node_ips: ["InternalIP", "ExternalIP"]
                 .iter()
-                .filter(|(t, _)| t == "InternalIP")
+                .flat_map(|kind| addresses.iter().filter(move |(t, _)| t == kind))
                 .filter_map(|(_, a)| a.parse().ok())
                 .collect(),
             labels: node.metadata.labels.clone().unwrap_or_default(),
@@ -68,7 +69,7 @@ impl NodeFacts {
 pub enum VmMatch<'a> {
     ByProviderId(&'a Vm),
     ByName(&'a Vm),
-    ByInternalIp(&'a Vm),
+    ByIp(&'a Vm),
     /// The Node belongs to another cloud: never touch it.
     Foreign(String),
     /// Nothing matched; the text says what was tried (for the Warning event).
@@ -77,7 +78,8 @@ pub enum VmMatch<'a> {
     Ambiguous(String),
 }
 
-/// providerID first, then VM name == Node name, then Node InternalIP == VM IPv4.
+/// providerID first, then VM name == Node name, then a Node address == one of the VM's (its
+/// address or its private one).
 pub fn find_vm<'a>(node: &NodeFacts, vms: &'a [Vm]) -> VmMatch<'a> {
     let mut tried = vec![];
     match provider_id::parse(node.provider_id.as_deref()) {
@@ -109,14 +111,17 @@ pub fn find_vm<'a>(node: &NodeFacts, vms: &'a [Vm]) -> VmMatch<'a> {
             ));
         }
     }
-    if node.internal_ips.is_empty() {
-        tried.push("InternalIP (the Node has none)".into());
+    if node.node_ips.is_empty() {
+        tried.push("Node address (the Node has none)".into());
     }
-    for ip in &node.internal_ips {
-        let by_ip: Vec<&Vm> = vms.iter().filter(|v| v.ipv4 == Some(*ip)).collect();
+    for ip in &node.node_ips {
+        let by_ip: Vec<&Vm> = vms
+            .iter()
+            .filter(|v| v.ipv4 == Some(*ip) || v.private_ipv4 == Some(*ip))
+            .collect();
         match by_ip.as_slice() {
-            [v] => return VmMatch::ByInternalIp(v),
-            [] => tried.push(format!("InternalIP {ip}")),
+            [v] => return VmMatch::ByIp(v),
+            [] => tried.push(format!("Node address {ip}")),
             many => return VmMatch::Ambiguous(format!("{} VMs have the address {ip}", many.len())),
         }
     }
@@ -197,15 +202,26 @@ fn is_public(ip: Ipv4Addr) -> bool {
         || (o[0] == 100 && (64..128).contains(&o[1]))) // 100.64.0.0/10 shared address space
 }
 
-/// The Node's addresses: InternalIP = the VM's IPv4, ExternalIP = the same address when it is
-/// public (the API reports one address per VM), Hostname = the Node name.
+/// The Node's addresses. A VM with a private (VPC) address (§8.3): InternalIP = the private
+/// address, ExternalIP = its other one. A VM with one address: InternalIP = it, and ExternalIP =
+/// the same when it is public. No address yet (`network_config: null`): Hostname only.
+/// Hostname = the Node name.
 pub fn addresses(node_name: &str, vm: &Vm) -> Vec<(String, String)> {
     let mut out = vec![];
-    if let Some(ip) = vm.ipv4 {
-        out.push(("InternalIP".into(), ip.to_string()));
-        if is_public(ip) {
-            out.push(("ExternalIP".into(), ip.to_string()));
+    match (vm.private_ipv4, vm.ipv4) {
+        (Some(private), public) => {
+            out.push(("InternalIP".into(), private.to_string()));
+            if let Some(p) = public.filter(|p| *p != private) {
+                out.push(("ExternalIP".into(), p.to_string()));
+            }
         }
+        (None, Some(ip)) => {
+            out.push(("InternalIP".into(), ip.to_string()));
+            if is_public(ip) {
+                out.push(("ExternalIP".into(), ip.to_string()));
+            }
+        }
+        (None, None) => {}
     }
     out.push(("Hostname".into(), node_name.to_string()));
     out
@@ -328,7 +344,7 @@ mod tests {
         NodeFacts {
             name: name.into(),
             provider_id: pid.map(String::from),
-            internal_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+            node_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
             taints: vec![
                 json!({"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}),
                 json!({"key": "other", "effect": "NoExecute"}),
@@ -350,7 +366,7 @@ mod tests {
         );
         assert_eq!(
             find_vm(&node("x", None, &["10.0.0.2"]), &vms),
-            VmMatch::ByInternalIp(&vms[1])
+            VmMatch::ByIp(&vms[1])
         );
         assert!(matches!(
             find_vm(&node("x", Some("aws:///i-1"), &[]), &vms),
@@ -430,6 +446,35 @@ mod tests {
             2,
             "CGNAT is not external"
         );
+        // Private (VPC) and public addresses: InternalIP is the private one (§8.3).
+        let mut both = vm("i", "n", "51.15.1.2");
+        both.private_ipv4 = "10.1.0.7".parse().ok();
+        assert_eq!(
+            addresses("n", &both),
+            vec![
+                ("InternalIP".into(), "10.1.0.7".into()),
+                ("ExternalIP".into(), "51.15.1.2".into()),
+                ("Hostname".into(), "n".into())
+            ]
+        );
+        // No address yet (`network_config: null`): not an error, just the hostname.
+        let mut bare = vm("i", "n", "10.0.0.1");
+        bare.ipv4 = None;
+        assert_eq!(addresses("n", &bare), vec![("Hostname".into(), "n".into())]);
+    }
+
+    #[test]
+    fn a_node_matches_by_either_vm_address() {
+        let mut v = vm("id-1", "vm-1", "51.15.1.2");
+        v.private_ipv4 = "10.1.0.7".parse().ok();
+        let vms = vec![v, vm("id-2", "vm-2", "10.0.0.2")];
+        for ip in ["10.1.0.7", "51.15.1.2"] {
+            assert_eq!(
+                find_vm(&node("x", None, &[ip]), &vms),
+                VmMatch::ByIp(&vms[0]),
+                "{ip}"
+            );
+        }
     }
 
     #[test]

@@ -156,16 +156,13 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
     let mut snap = ctx.inventory.vms(INIT_MAX_AGE).await?;
     if !matches!(
         decide::find_vm(&facts, &snap.vms),
-        VmMatch::ByProviderId(_)
-            | VmMatch::ByName(_)
-            | VmMatch::ByInternalIp(_)
-            | VmMatch::Foreign(_)
+        VmMatch::ByProviderId(_) | VmMatch::ByName(_) | VmMatch::ByIp(_) | VmMatch::Foreign(_)
     ) && snap.taken.elapsed() > INIT_FRESH
     {
         snap = ctx.inventory.vms(INIT_FRESH).await?;
     }
     let vm = match decide::find_vm(&facts, &snap.vms) {
-        VmMatch::ByProviderId(v) | VmMatch::ByName(v) | VmMatch::ByInternalIp(v) => v.clone(),
+        VmMatch::ByProviderId(v) | VmMatch::ByName(v) | VmMatch::ByIp(v) => v.clone(),
         VmMatch::Foreign(p) => {
             debug!(provider_id = %p, "Node belongs to another cloud; leaving it alone");
             return Ok(Action::await_change());

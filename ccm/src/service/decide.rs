@@ -22,6 +22,9 @@ pub struct LbDefaults {
     pub health_check_retries: u32,
     pub proxy_protocol: bool,
     pub internal: bool,
+    /// `private` (default): traffic goes to each Node's private (VPC) address when its VM has
+    /// one; `public`: to its public address.
+    pub target_address: TargetAddress,
 }
 
 impl Default for LbDefaults {
@@ -33,6 +36,7 @@ impl Default for LbDefaults {
             health_check_retries: 3,
             proxy_protocol: false,
             internal: false,
+            target_address: TargetAddress::Private,
         }
     }
 }
@@ -132,6 +136,7 @@ pub struct LbOptions {
     pub node_selector: NodeSelector,
     pub hostname: Option<String>,
     pub internal: bool,
+    pub target_address: TargetAddress,
 }
 
 /// Every annotation the CCM reads, with what it accepts (also the docs' list).
@@ -202,6 +207,7 @@ pub fn parse_annotations(
         node_selector: NodeSelector::default(),
         hostname: None,
         internal: d.internal,
+        target_address: d.target_address,
     };
     let mut errors = vec![];
     for (full, value) in ann {
@@ -453,6 +459,7 @@ pub fn desired_spec(
         hostname: opts.hostname.clone(),
         owner: None,
         allowed_sources,
+        target_address: opts.target_address,
     })
 }
 

@@ -625,6 +625,23 @@ pub struct LbHealthCheck {
     pub retries: u32,
 }
 
+/// Which of a target VM's addresses a load balancer sends traffic to [I].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetAddress {
+    /// The private (VPC) address when the VM has one (§8.3), else its only address.
+    #[default]
+    Private,
+    /// The public address.
+    Public,
+}
+
+impl TargetAddress {
+    pub fn is_private(&self) -> bool {
+        *self == TargetAddress::Private
+    }
+}
+
 /// Desired state of a load balancer [I].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadBalancerSpec {
@@ -648,6 +665,10 @@ pub struct LoadBalancerSpec {
     /// `loadBalancerSourceRanges`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_sources: Vec<String>,
+    /// Which address of each target receives traffic [I]. Sent only when not the default, so
+    /// LBs made before this field existed keep an unchanged spec (no update, no replacement).
+    #[serde(default, skip_serializing_if = "TargetAddress::is_private")]
+    pub target_address: TargetAddress,
 }
 
 /// Who a load balancer belongs to [I]: `{"cluster": "<clusterName>", "service_uid": "<uid>"}`.

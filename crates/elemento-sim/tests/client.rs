@@ -337,6 +337,7 @@ fn lb_spec(targets: &[&str]) -> LoadBalancerSpec {
         hostname: None,
         owner: None,
         allowed_sources: vec![],
+        target_address: Default::default(),
     }
 }
 
@@ -629,4 +630,41 @@ async fn every_documented_route_is_served() {
         counters.get("unknown").is_none(),
         "every route was recognised: {counters}"
     );
+}
+
+/// The same VMs read the same way whether the status fields sit inside `req_json` (the mock) or
+/// at the top level (later Meson, §8.4), with a private (VPC) address beside the public one.
+#[tokio::test]
+async fn vm_status_fields_at_either_level() {
+    for top_level in [false, true] {
+        let mut s = scenario();
+        s.wire.vm_status_top_level = top_level;
+        s.vms[1].ipv4 = Some("51.15.0.9".parse().unwrap());
+        s.vms[1].private_ipv4 = Some("10.2.0.9".parse().unwrap());
+        s.vms[1].tags = vec!["k8s-cluster=c1".into(), "k8s-nodegroup=g".into()];
+        s.vms[1].power = Some("shut off".into());
+        let sim = sim_with(s).await;
+        let raw = sim.sim.world.lock().await.vm_list_json();
+        let rec = &raw[1];
+        let where_ = if top_level {
+            rec.clone()
+        } else {
+            rec["req_json"].clone()
+        };
+        assert!(
+            where_.get("mesos").is_some() && where_.get("states").is_some(),
+            "{rec}"
+        );
+        let vms = client(&sim).list_vms().await.unwrap();
+        let b = vms.iter().find(|v| v.id == "vm-b").unwrap();
+        assert_eq!(
+            (b.ipv4, b.private_ipv4),
+            ("51.15.0.9".parse().ok(), "10.2.0.9".parse().ok()),
+            "top level: {top_level}"
+        );
+        assert_eq!(b.provider.as_deref(), Some("ovh"));
+        assert_eq!(b.region.as_deref(), Some("eu-west-par"));
+        assert_eq!(b.power, PowerState::ShutOff);
+        assert_eq!(b.vm_tags, ["k8s-cluster=c1", "k8s-nodegroup=g"]);
+    }
 }
