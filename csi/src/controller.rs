@@ -1,7 +1,9 @@
 //! The Controller service: volumes and attachments through the Elemento API.
 //!
 //! Happy-path API cost: CreateVolume 2 calls (look up by name, create), ControllerPublish 1
-//! (attach; the API answers 404 for a missing volume or VM), DeleteVolume 1.
+//! (attach; the API answers 404 for a missing volume or VM; +1 `volume.info` for a volume made
+//! before its context carried its name, +1 `vm.status` when the attach answer says nothing about
+//! the disk), DeleteVolume 1.
 
 use std::collections::HashMap;
 
@@ -14,11 +16,12 @@ use tonic::Request;
 use crate::rpc::Grpc;
 
 use crate::config::{DriverConfig, TOPOLOGY_REGION};
-use crate::device::{CTX_DEVICE_PATH, CTX_SERIAL};
+use crate::device::{CTX_DEVICE_PATH, CTX_SERIAL, CTX_XML_DEVICE, CTX_XML_SERIAL};
 use crate::error::{CsiError, Result};
 use crate::guard::InFlight;
 use crate::params::{self, check_id};
 use crate::rpc::Rpc;
+use elemento_api::disk;
 
 pub struct ControllerService {
     pub rpc: Rpc,
@@ -27,9 +30,37 @@ pub struct ControllerService {
     pub inflight: InFlight,
 }
 
-/// The virtio serial the guest sees for a volume [I]: the first 20 characters of its id.
-pub fn serial_for(volume_id: &str) -> String {
-    volume_id.chars().take(20).collect()
+/// Volume-context key: the Elemento volume's name (for the name-based disk serial, §8.2).
+pub const CTX_VOLUME_NAME: &str = "volumeName";
+
+/// The Elemento name of a CSI volume. A name-based disk serial keeps only the first 15 sanitized
+/// characters of the name (reference §8.2), so our names must differ there. The provisioner's
+/// `pvc-<uuid>` already does (`pvc` + 12 hex digits of a random uuid) and is kept as it is; any
+/// other CSI name becomes `pvc<12 hex digits of its FNV-1a hash>-<name>` (cut to 128 characters):
+/// deterministic, so a retried CreateVolume finds the volume it made.
+pub fn elemento_volume_name(csi_name: &str) -> String {
+    if is_pvc_uuid(csi_name) {
+        return csi_name.to_string();
+    }
+    let hash = csi_name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let mut name = format!("pvc{:012x}-{csi_name}", hash >> 16);
+    while name.len() > 128 {
+        name.pop();
+    }
+    name
+}
+
+/// `pvc-` and a lower-case uuid (the external-provisioner's default volume name).
+fn is_pvc_uuid(name: &str) -> bool {
+    name.strip_prefix("pvc-").is_some_and(|u| {
+        u.len() == 36
+            && u.char_indices().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+            })
+    })
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -108,7 +139,8 @@ impl ControllerService {
         }
         let bytes = params::capacity(req.capacity_range.as_ref())?;
         let _g = self.inflight.try_lock(&format!("create/{}", req.name))?;
-        let v = match self.api.find_volume_by_name(&req.name).await? {
+        let name = elemento_volume_name(&req.name);
+        let v = match self.api.find_volume_by_name(&name).await? {
             Some(v) if params::compatible(&v, req.capacity_range.as_ref(), &p.attrs) => v,
             Some(v) => {
                 return Err(CsiError::AlreadyExists(format!(
@@ -116,12 +148,14 @@ impl ControllerService {
                     req.name, v.id, v.size_bytes, v.bus, v.format, v.shareable
                 )));
             }
-            None => self.api.create_volume(&req.name, bytes, &p.attrs).await?,
+            None => self.api.create_volume(&name, bytes, &p.attrs).await?,
         };
+        let mut ctx = context(&p);
+        ctx.insert(CTX_VOLUME_NAME.into(), v.name.clone());
         Ok(CreateVolumeResponse {
             volume: Some(csi_volume(
                 &v,
-                context(&p),
+                ctx,
                 topology(req.accessibility_requirements.as_ref()),
             )),
         })
@@ -141,13 +175,18 @@ impl ControllerService {
         check_id("volume id", &req.volume_id)?;
         check_id("node id", &req.node_id)?;
         let cap = params::required_capability(req.volume_capability.as_ref())?;
-        // Multi-node modes are only valid for shareable volumes: that needs the volume.
-        let shareable = if params::is_multi_node(cap) {
-            self.api.volume_info(&req.volume_id).await?.shareable
+        // Multi-node modes are only valid for shareable volumes, and volumes made before the
+        // volume context carried their name need it for the name-based serial: both need the
+        // volume.
+        let known_name = req.volume_context.get(CTX_VOLUME_NAME).cloned();
+        let info = if params::is_multi_node(cap) || known_name.is_none() {
+            Some(self.api.volume_info(&req.volume_id).await?)
         } else {
-            false
+            None
         };
+        let shareable = params::is_multi_node(cap) && info.as_ref().is_some_and(|v| v.shareable);
         params::access(cap, shareable)?;
+        let volume_name = known_name.or_else(|| info.map(|v| v.name));
         let _g = self.inflight.try_lock(&req.volume_id)?;
         let at = self
             .api
@@ -164,12 +203,40 @@ impl ControllerService {
                 )),
                 other => other.into(),
             })?;
+        // The serial stays in the context for node plugins older than the device lookup, which
+        // read only it.
         let mut ctx = HashMap::from([(
             CTX_SERIAL.to_string(),
-            at.serial.unwrap_or_else(|| serial_for(&req.volume_id)),
+            at.serial
+                .clone()
+                .unwrap_or_else(|| disk::id_prefix_serial(&req.volume_id)),
         )]);
-        if let Some(d) = at.device {
-            ctx.insert(CTX_DEVICE_PATH.into(), d);
+        if let Some(n) = volume_name {
+            ctx.insert(CTX_VOLUME_NAME.into(), n);
+        }
+        if let Some(d) = &at.device {
+            ctx.insert(CTX_DEVICE_PATH.into(), d.clone());
+        }
+        // An answer that says nothing about the disk: what the VM's domain XML says of it.
+        if at.serial.is_none() && at.device.is_none() {
+            let vms = self.api.list_vms().await?;
+            let disks = vms
+                .iter()
+                .find(|vm| vm.id == req.node_id)
+                .map(|vm| vm.disks.as_slice())
+                .unwrap_or_default();
+            if let Some(d) = disk::disk_of_volume(
+                disks,
+                &req.volume_id,
+                ctx.get(CTX_VOLUME_NAME).map(String::as_str),
+            ) {
+                if let Some(s) = &d.serial {
+                    ctx.insert(CTX_XML_SERIAL.into(), s.clone());
+                }
+                if let Some(t) = &d.target_dev {
+                    ctx.insert(CTX_XML_DEVICE.into(), format!("/dev/{t}"));
+                }
+            }
         }
         Ok(ControllerPublishVolumeResponse {
             publish_context: ctx,
@@ -463,5 +530,44 @@ impl Controller for ControllerService {
                 unsupported("ControllerModifyVolume")
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_names_differ_in_the_characters_a_disk_serial_keeps() {
+        let pvc = "pvc-0123abcd-4567-89ef-aaaa-bbbbccccdddd";
+        assert_eq!(
+            elemento_volume_name(pvc),
+            pvc,
+            "the provisioner's names are kept"
+        );
+        let keep = |n: &str| -> String {
+            disk::sanitize(&elemento_volume_name(n))
+                .chars()
+                .take(disk::NAME_CHARS_IN_VIRTIO_SERIAL)
+                .collect()
+        };
+        // Names that share their first 15 sanitized characters get different prefixes.
+        let (a, b) = ("sanity-create-volume-1", "sanity-create-volume-2");
+        assert_ne!(keep(a), keep(b));
+        assert!(keep(a).starts_with("pvc") && keep(a).len() == 15);
+        assert_eq!(
+            elemento_volume_name(a),
+            elemento_volume_name(a),
+            "deterministic"
+        );
+        assert!(elemento_volume_name(a).ends_with("-sanity-create-volume-1"));
+        assert_eq!(elemento_volume_name(&"x".repeat(128)).len(), 128);
+        for not_uuid in [
+            "pvc-0123ABCD-4567-89ef-aaaa-bbbbccccdddd",
+            "pvc-1234",
+            "pvcx0123abcd-4567-89ef-aaaa-bbbbccccdddd",
+        ] {
+            assert_ne!(elemento_volume_name(not_uuid), not_uuid);
+        }
     }
 }

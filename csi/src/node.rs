@@ -16,7 +16,7 @@ use crate::rpc::Grpc;
 
 use crate::cmd::Runner;
 use crate::config::TOPOLOGY_REGION;
-use crate::device::{self, CTX_SERIAL};
+use crate::device;
 use crate::error::{CsiError, Result};
 use crate::fs::{self, Probe};
 use crate::guard::InFlight;
@@ -58,11 +58,13 @@ impl NodeService {
         Ok(PathBuf::from(p))
     }
 
-    async fn device(&self, publish_context: &HashMap<String, String>) -> Result<PathBuf> {
-        let serial = publish_context.get(CTX_SERIAL).ok_or_else(|| {
-            CsiError::InvalidArgument(format!("publish context has no {CTX_SERIAL}: was ControllerPublishVolume called for this node?"))
-        })?;
-        device::find(&self.device_root, &self.sys_root, serial, self.device_wait).await
+    async fn device(
+        &self,
+        volume_id: &str,
+        publish_context: &HashMap<String, String>,
+    ) -> Result<PathBuf> {
+        let lookup = device::Lookup::new(volume_id, publish_context)?;
+        device::find(&self.device_root, &self.sys_root, &lookup, self.device_wait).await
     }
 
     async fn stage(&self, req: NodeStageVolumeRequest) -> Result<NodeStageVolumeResponse> {
@@ -81,13 +83,13 @@ impl NodeService {
                     req.volume_id
                 )));
             }
-            self.device(&req.publish_context).await?;
+            self.device(&req.volume_id, &req.publish_context).await?;
             return Ok(NodeStageVolumeResponse {});
         };
         if mount::mount_at(&staging)?.is_some() {
             return Ok(NodeStageVolumeResponse {}); // already staged
         }
-        let mut dev = self.device(&req.publish_context).await?;
+        let mut dev = self.device(&req.volume_id, &req.publish_context).await?;
         if encrypted(&req.volume_context) {
             let pass = req
                 .secrets
@@ -166,7 +168,7 @@ impl NodeService {
                 )));
             }
             Access::Block => {
-                let dev = self.device(&req.publish_context).await?;
+                let dev = self.device(&req.volume_id, &req.publish_context).await?;
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
                 }

@@ -319,6 +319,7 @@ mod tests {
             volume_ids: vec![],
             private_ipv4: None,
             vm_tags: vec![],
+            disks: vec![],
         }
     }
 

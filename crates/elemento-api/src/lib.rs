@@ -8,6 +8,7 @@
 
 mod client;
 mod config;
+pub mod disk;
 mod error;
 mod lenient;
 pub mod provider_id;

@@ -77,6 +77,10 @@ pub struct Vm {
     pub private_ipv4: Option<Ipv4Addr>,
     /// Tags the VM was registered with (`vm_tags`, top level or in `req_json`) [K, §8.4].
     pub vm_tags: Vec<String>,
+    /// The disks of the VM's libvirt domain (`xml`, top level or in `req_json`) [K, §8.2]; empty
+    /// when the record has no XML.
+    #[serde(default)]
+    pub disks: Vec<crate::disk::DomainDisk>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +115,9 @@ struct StatusFieldsWire {
     network_config: Option<NetworkConfigWire>,
     #[serde(default, deserialize_with = "lenient::vec_skip_bad")]
     private_network_config: Vec<NetworkConfigWire>,
+    /// The libvirt domain XML.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    xml: Option<String>,
 }
 
 impl StatusFieldsWire {
@@ -248,6 +255,12 @@ impl VmWire {
                 .collect(),
             private_ipv4: parse_ipv4(private.and_then(|n| n.ipv4.as_deref())),
             vm_tags: top.tags().or_else(|| inner.tags()).unwrap_or_default(),
+            disks: top
+                .xml
+                .as_deref()
+                .or(inner.xml.as_deref())
+                .map(crate::disk::domain_disks)
+                .unwrap_or_default(),
             id,
         })
     }

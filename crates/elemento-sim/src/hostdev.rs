@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 
-use crate::world::virtio_serial;
-
 #[derive(Debug, Clone)]
 pub struct HostDevices {
     root: PathBuf,
@@ -49,9 +47,9 @@ impl HostDevices {
         &self.root
     }
 
-    pub fn link(&self, volume_id: &str) -> PathBuf {
-        self.links
-            .join(format!("virtio-{}", virtio_serial(volume_id)))
+    /// The by-id link of a disk with this guest serial.
+    pub fn link(&self, serial: &str) -> PathBuf {
+        self.links.join(format!("virtio-{serial}"))
     }
 
     /// Whether the loop device a link points at is backed by a file under our `backing/`.
@@ -86,8 +84,8 @@ impl HostDevices {
     }
 
     /// Creates the backing file, a loop device and the by-id link. Returns the loop device.
-    pub async fn attach(&self, volume_id: &str, size: u64) -> Result<String, String> {
-        let link = self.link(volume_id);
+    pub async fn attach(&self, volume_id: &str, serial: &str, size: u64) -> Result<String, String> {
+        let link = self.link(serial);
         if let Ok(dev) = std::fs::read_link(&link) {
             if dev.exists() {
                 return Ok(dev.display().to_string());
@@ -108,8 +106,8 @@ impl HostDevices {
     }
 
     /// Removes the link and detaches the loop device; nothing attached is fine.
-    pub async fn detach(&self, volume_id: &str) -> Result<(), String> {
-        self.detach_link(&self.link(volume_id)).await
+    pub async fn detach(&self, serial: &str) -> Result<(), String> {
+        self.detach_link(&self.link(serial)).await
     }
 
     async fn detach_link(&self, link: &Path) -> Result<(), String> {
@@ -133,17 +131,17 @@ impl HostDevices {
     }
 
     /// Grows the backing file and tells the loop device about the new size.
-    pub async fn resize(&self, volume_id: &str, size: u64) -> Result<(), String> {
+    pub async fn resize(&self, volume_id: &str, serial: &str, size: u64) -> Result<(), String> {
         self.grow_backing(volume_id, size)?;
-        if let Ok(dev) = std::fs::read_link(self.link(volume_id)) {
+        if let Ok(dev) = std::fs::read_link(self.link(serial)) {
             losetup(&["-c", &dev.display().to_string()]).await?;
         }
         Ok(())
     }
 
     /// Detaches and deletes the backing file.
-    pub async fn destroy(&self, volume_id: &str) -> Result<(), String> {
-        self.detach(volume_id).await?;
+    pub async fn destroy(&self, volume_id: &str, serial: &str) -> Result<(), String> {
+        self.detach(serial).await?;
         match std::fs::remove_file(self.backing(volume_id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
             _ => Ok(()),

@@ -120,6 +120,20 @@ pub struct WireVariants {
     /// §8.4) instead of inside `req_json` (the mock), and `network_config` at the top level (the
     /// thesis SDK).
     pub vm_status_top_level: bool,
+    /// The serial a guest sees for an attached volume (reference §8.2).
+    pub disk_serial: DiskSerial,
+}
+
+/// How the simulated hypervisor names attached disks.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskSerial {
+    /// The first 20 characters of the volume id [I]; the attach answer gives serial and device.
+    #[default]
+    IdPrefix,
+    /// `<4 hex>x<sanitized volume name>` (S12, preliminary); the attach answer gives nothing, the
+    /// domain XML carries the `<serial>`, so the node plugin must derive it from the name.
+    Name,
 }
 
 impl Default for WireVariants {
@@ -129,6 +143,7 @@ impl Default for WireVariants {
             volume_info_wrapped: false,
             lb_update: true,
             vm_status_top_level: false,
+            disk_serial: DiskSerial::IdPrefix,
         }
     }
 }

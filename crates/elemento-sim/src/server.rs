@@ -158,10 +158,21 @@ async fn vm_unregister(State(s): State<Shared>, body: Bytes) -> Answer {
 }
 
 async fn remove_vm(s: &Sim, w: &mut World, id: &str) -> Result<(), SimError> {
+    let serials: Vec<(String, String)> = w
+        .vms
+        .get(id)
+        .map(|vm| {
+            vm.volumes
+                .iter()
+                .filter_map(|v| w.volumes.get(v))
+                .map(|v| (v.id.clone(), w.guest_serial(v)))
+                .collect()
+        })
+        .unwrap_or_default();
     let vm = w.remove_vm(id)?;
     if let (true, Some(h)) = (vm.this_host, &s.hostdev) {
-        for v in &vm.volumes {
-            if let Err(e) = h.detach(v).await {
+        for (v, serial) in &serials {
+            if let Err(e) = h.detach(serial).await {
                 warn!(volume = %v, error = %e, "host device detach failed");
             }
         }
@@ -198,14 +209,16 @@ async fn vm_volume_attach(State(s): State<Shared>, body: Bytes) -> Answer {
     let mut w = s.world.lock().await;
     let (vol, vm, changed) = w.attach(&b)?;
     if let (true, true, Some(h)) = (changed, vm.this_host, &s.hostdev)
-        && let Err(e) = h.attach(&vol.id, vol.size_bytes).await
+        && let Err(e) = h
+            .attach(&vol.id, &w.guest_serial(&vol), vol.size_bytes)
+            .await
     {
         // Undo, so the world never claims an attachment the host does not have.
         let _ = w.detach(&b);
         return Err(sim_err(500, format!("host device attach failed: {e}")));
     }
     s.save(&w);
-    ok(World::attach_answer(&vm, &vol))
+    ok(w.attach_answer(&vm, &vol))
 }
 
 async fn vm_volume_detach(State(s): State<Shared>, body: Bytes) -> Answer {
@@ -213,7 +226,7 @@ async fn vm_volume_detach(State(s): State<Shared>, body: Bytes) -> Answer {
     let mut w = s.world.lock().await;
     let (vol, vm) = w.detach(&b)?;
     if let (true, Some(h)) = (vm.this_host, &s.hostdev)
-        && let Err(e) = h.detach(&vol.id).await
+        && let Err(e) = h.detach(&w.guest_serial(&vol)).await
     {
         warn!(volume = %vol.id, error = %e, "host device detach failed");
     }
@@ -254,7 +267,7 @@ async fn volume_destroy(State(s): State<Shared>, body: Bytes) -> Answer {
     let mut w = s.world.lock().await;
     let v = w.destroy_volume(&b)?;
     if let Some(h) = &s.hostdev
-        && let Err(e) = h.destroy(&v.id).await
+        && let Err(e) = h.destroy(&v.id, &w.guest_serial(&v)).await
     {
         warn!(volume = %v.id, error = %e, "removing backing file failed");
     }
@@ -271,7 +284,7 @@ async fn volume_resize(State(s): State<Shared>, body: Bytes) -> Answer {
             .attached_to
             .iter()
             .any(|vm| w.vms.get(vm).is_some_and(|x| x.this_host));
-        if on_host && let Err(e) = h.resize(&v.id, v.size_bytes).await {
+        if on_host && let Err(e) = h.resize(&v.id, &w.guest_serial(&v), v.size_bytes).await {
             return Err(sim_err(500, format!("host device resize failed: {e}")));
         }
     }
@@ -686,7 +699,7 @@ pub async fn start(opts: SimOptions) -> anyhow::Result<SimHandle> {
         for vm in world.vms.values().filter(|v| v.this_host) {
             for vid in &vm.volumes {
                 if let Some(v) = world.volumes.get(vid) {
-                    h.attach(vid, v.size_bytes)
+                    h.attach(vid, &world.guest_serial(v), v.size_bytes)
                         .await
                         .map_err(anyhow::Error::msg)?;
                 }

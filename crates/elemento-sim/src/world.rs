@@ -8,7 +8,8 @@ use elemento_api::units;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::scenario::{self, Scenario, VmSeed};
+use crate::scenario::{self, DiskSerial, Scenario, VmSeed};
+use elemento_api::disk;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SimVm {
@@ -45,6 +46,9 @@ pub struct SimVolume {
     pub bootable: bool,
     pub clonable: bool,
     pub attached_to: Vec<String>,
+    /// The 4 hex digits of a name-based serial (§8.2): not derivable from the volume.
+    #[serde(default)]
+    pub serial_prefix: u16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,12 +114,6 @@ fn new_mac() -> String {
         fastrand::u8(..),
         fastrand::u8(..)
     )
-}
-
-/// The virtio serial a guest sees for a volume [I]: virtio-blk serials hold 20 bytes, so the
-/// volume id is cut to its first 20 characters (what libvirt does with a longer `<serial>`).
-pub fn virtio_serial(volume_id: &str) -> String {
-    volume_id.chars().take(20).collect()
 }
 
 impl World {
@@ -290,6 +288,7 @@ impl World {
         let mut status = json!({
             "network_config": {"ipv4": vm.ipv4, "mac": vm.mac},
             "states": vm.power,
+            "xml": self.domain_xml(vm),
         });
         if let Some(p) = &vm.private_ipv4 {
             status["private_network_config"] = json!([{"ipv4": p, "mac": vm.mac}]);
@@ -418,6 +417,7 @@ impl World {
             bootable,
             clonable: flag("clonable", true),
             attached_to: vec![],
+            serial_prefix: fastrand::u16(..),
         };
         self.volumes.insert(v.id.clone(), v.clone());
         // The create answer uses `vid` and `img_format` (thesis schema [K]).
@@ -547,11 +547,56 @@ impl World {
         Ok((v, vm.clone(), true))
     }
 
-    pub fn attach_answer(vm: &SimVm, v: &SimVolume) -> Value {
-        // Boot disk is vda; data disks follow in attach order.
-        let idx = vm.volumes.iter().position(|x| *x == v.id).unwrap_or(0) + 1;
-        let letter = (b'a' + (idx % 26) as u8) as char;
-        json!({"vm_uid": vm.id, "volume_id": v.id, "device": format!("/dev/vd{letter}"), "serial": virtio_serial(&v.id)})
+    /// The serial the guest sees for a volume, in the scenario's scheme.
+    pub fn guest_serial(&self, v: &SimVolume) -> String {
+        match self.scenario.wire.disk_serial {
+            DiskSerial::IdPrefix => disk::id_prefix_serial(&v.id),
+            DiskSerial::Name => {
+                disk::name_serial(v.serial_prefix, &v.name, disk::VIRTIO_SERIAL_LEN)
+            }
+        }
+    }
+
+    /// The hypervisor's name for a VM's disk: the boot disk is vda, data disks follow in attach
+    /// order.
+    fn target_dev(vm: &SimVm, volume_id: &str) -> String {
+        let idx = vm.volumes.iter().position(|x| x == volume_id).unwrap_or(0) + 1;
+        format!("vd{}", (b'a' + (idx % 26) as u8) as char)
+    }
+
+    /// The attach answer [I]: device and serial in the id-prefix scheme; nothing in the name
+    /// scheme (no source shows what attach returns).
+    pub fn attach_answer(&self, vm: &SimVm, v: &SimVolume) -> Value {
+        match self.scenario.wire.disk_serial {
+            DiskSerial::IdPrefix => json!({
+                "vm_uid": vm.id, "volume_id": v.id,
+                "device": format!("/dev/{}", Self::target_dev(vm, &v.id)),
+                "serial": self.guest_serial(v),
+            }),
+            DiskSerial::Name => json!({"vm_uid": vm.id, "volume_id": v.id}),
+        }
+    }
+
+    /// The libvirt domain XML of a VM [K shape]: `<target dev bus>` per disk, and `<serial>` only
+    /// in the name scheme (today's real XML has none, §8.2).
+    fn domain_xml(&self, vm: &SimVm) -> String {
+        let mut disks = String::from(
+            "<disk type='file' device='disk'><source file='/var/lib/atomos/boot.qcow2'/><target dev='vda' bus='virtio'/></disk>",
+        );
+        for vid in &vm.volumes {
+            let serial = match (self.scenario.wire.disk_serial, self.volumes.get(vid)) {
+                (DiskSerial::Name, Some(v)) => format!("<serial>{}</serial>", self.guest_serial(v)),
+                _ => String::new(),
+            };
+            disks.push_str(&format!(
+                "<disk type='file' device='disk'><source file='/var/lib/atomos/volumes/{vid}.img'/><target dev='{}' bus='virtio'/>{serial}</disk>",
+                Self::target_dev(vm, vid)
+            ));
+        }
+        format!(
+            "<domain type='kvm'><name>{}</name><uuid>{}</uuid><devices>{disks}</devices></domain>",
+            vm.id, vm.id
+        )
     }
 
     pub fn detach(&mut self, body: &Value) -> SimResult<(SimVolume, SimVm)> {
