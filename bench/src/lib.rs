@@ -547,9 +547,9 @@ pub async fn csi_provision(p: usize, setup: Setup) -> anyhow::Result<CsiProvisio
                 "--kube-api-burst=400",
             ]),
     );
-    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("{run}-node"), "labels": {BENCH_LABEL: run, "topology.kubernetes.io/region": "atomos"}}});
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("{run}-node"), "labels": {BENCH_LABEL: run, "topology.kubernetes.io/zone": "atomos", "topology.kubernetes.io/region": "elemento"}}});
     let csinode = json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSINode", "metadata": {"name": format!("{run}-node")},
-        "spec": {"drivers": [{"name": "csi.elemento.cloud", "nodeID": format!("{run}-vm"), "topologyKeys": ["topology.kubernetes.io/region"]}]}});
+        "spec": {"drivers": [{"name": "csi.elemento.cloud", "nodeID": format!("{run}-vm"), "topologyKeys": ["topology.kubernetes.io/zone", "topology.kubernetes.io/region"]}]}});
     let sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": run}, "provisioner": "csi.elemento.cloud", "volumeBindingMode": "Immediate"});
     let objs = files.dir.path().join("objs.yaml");
     std::fs::write(&objs, format!("{node}\n---\n{csinode}\n---\n{sc}\n"))?;

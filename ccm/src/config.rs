@@ -146,6 +146,9 @@ pub fn select_controllers(spec: &str) -> Result<Vec<&'static str>, String> {
 pub struct CloudConfig {
     /// Names this cluster's load balancers (`k8s-<clusterName>-<service uid>`).
     pub cluster_name: String,
+    /// The `topology.kubernetes.io/region` of Nodes whose VM reports no region (default
+    /// `elemento`).
+    pub region: Option<String>,
     pub api: ApiSettings,
     pub load_balancer: LoadBalancerConfig,
 }
@@ -190,6 +193,13 @@ impl CloudConfig {
         {
             return Err(format!(
                 "clusterName {n:?}: 1-32 characters of a-z, 0-9 and '-' are required"
+            ));
+        }
+        if let Some(r) = &self.region
+            && (r.is_empty() || elemento_api::topology::label_value(r) != *r)
+        {
+            return Err(format!(
+                "region {r:?}: a label value is required (1-63 of A-Z, a-z, 0-9, '.', '_', '-', alphanumeric at both ends)"
             ));
         }
         if self.load_balancer.class.is_empty() {

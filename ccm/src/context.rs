@@ -10,7 +10,9 @@ use tracing::warn;
 use crate::events::Reason;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
+use crate::node::decide::TopologyPolicy;
 use crate::service::decide::{ClassPolicy, LbDefaults};
+use crate::topology::LegacyRegions;
 
 pub const REPORTER: &str = "elemento-cloud-controller-manager";
 
@@ -24,12 +26,15 @@ pub struct Settings {
     pub out_of_service_after: Option<Duration>,
     pub concurrent_node_syncs: u16,
     pub concurrent_service_syncs: u16,
+    /// The region label of Nodes whose VM has none (cloud-config `region`).
+    pub default_region: String,
 }
 
 pub struct Ctx {
     pub kube: kube::Client,
     pub api: elemento_api::Client,
     pub inventory: Inventory,
+    pub legacy_regions: LegacyRegions,
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub settings: Settings,
@@ -54,12 +59,21 @@ impl Ctx {
         );
         Self {
             inventory: Inventory::new(api.clone()),
+            legacy_regions: LegacyRegions::new(kube.clone(), settings.node_status_update_frequency),
             kube,
             api,
             recorder,
             metrics,
             settings,
             failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How Nodes are labelled now: the default region and the legacy region values in use.
+    pub async fn topology_policy(&self) -> TopologyPolicy {
+        TopologyPolicy {
+            default_region: self.settings.default_region.clone(),
+            legacy_regions_in_use: self.legacy_regions.in_use().await,
         }
     }
 

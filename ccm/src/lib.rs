@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod node;
 pub mod nodes;
 pub mod service;
+pub mod topology;
 
 /// Re-exported: the providerID format lives with the VM id in `elemento-api`.
 pub use elemento_api::provider_id;

@@ -113,6 +113,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         out_of_service_after: args.out_of_service_taint_after,
         concurrent_node_syncs: args.concurrent_node_syncs.max(1),
         concurrent_service_syncs: args.concurrent_service_syncs.max(1),
+        default_region: cloud
+            .region
+            .clone()
+            .unwrap_or_else(|| elemento_api::topology::DEFAULT_REGION.into()),
     };
     let ctx = Arc::new(Ctx::new(
         kube.clone(),

@@ -12,8 +12,9 @@ use serde::Deserialize;
 use crate::params::{Flavour, default_flavours};
 
 pub const DRIVER_NAME: &str = "csi.elemento.cloud";
-/// The topology key: the same region label the CCM sets on Nodes.
-pub const TOPOLOGY_REGION: &str = "topology.kubernetes.io/region";
+/// The topology keys: the zone (provider) and region labels the CCM sets on Nodes, one
+/// definition in `elemento_api::topology`.
+pub use elemento_api::topology::{LABEL_REGION as TOPOLOGY_REGION, LABEL_ZONE as TOPOLOGY_ZONE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -44,9 +45,13 @@ pub struct Args {
     #[arg(long, env = "CSI_NODE_ID")]
     pub node_id: Option<String>,
     /// This node's region (the CCM's `topology.kubernetes.io/region`); read from the Node's
-    /// labels when unset and the Node is looked up.
+    /// labels at every NodeGetInfo when unset and the Node is looked up.
     #[arg(long, env = "CSI_NODE_REGION")]
     pub node_region: Option<String>,
+    /// This node's zone, i.e. its provider (the CCM's `topology.kubernetes.io/zone`); read like
+    /// the region.
+    #[arg(long, env = "CSI_NODE_ZONE")]
+    pub node_zone: Option<String>,
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
     #[arg(long, env = "KUBECONFIG")]

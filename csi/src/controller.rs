@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use csi_grpc::v1::controller_server::Controller;
 use csi_grpc::v1::controller_service_capability::{self, rpc::Type as Cap};
 use csi_grpc::v1::*;
-use elemento_api::types::{Vm, Volume as ApiVolume};
+use elemento_api::types::{Vm, Volume as ApiVolume, VolumeAttributes};
 use tonic::Request;
 
 use crate::rpc::Grpc;
 
-use crate::config::{DriverConfig, TOPOLOGY_REGION};
+use crate::config::{DriverConfig, TOPOLOGY_REGION, TOPOLOGY_ZONE};
 use crate::device::{CTX_DEVICE_PATH, CTX_SERIAL, CTX_XML_DEVICE, CTX_XML_SERIAL};
 use crate::error::{CsiError, Result};
 use crate::guard::InFlight;
@@ -108,20 +108,22 @@ fn csi_volume(
     }
 }
 
-/// The region the volume must live in: the first preferred segment, else the first requisite
-/// one. Elemento's create call has no placement parameter [I], so this is recorded, not sent.
-fn topology(req: Option<&TopologyRequirement>) -> Vec<Topology> {
-    let Some(r) = req else { return vec![] };
+/// Where to make a volume: the first preferred (else requisite) topology term, restricted to
+/// our keys (zone = provider, region). The zone is the provider the volume is created on; the term
+/// is the volume's accessible topology.
+fn placement(req: Option<&TopologyRequirement>) -> Option<HashMap<String, String>> {
+    let r = req?;
     r.preferred
         .iter()
         .chain(r.requisite.iter())
-        .find_map(|t| t.segments.get(TOPOLOGY_REGION))
-        .map(|region| {
-            vec![Topology {
-                segments: HashMap::from([(TOPOLOGY_REGION.to_string(), region.clone())]),
-            }]
+        .map(|t| {
+            t.segments
+                .iter()
+                .filter(|(k, _)| *k == TOPOLOGY_ZONE || *k == TOPOLOGY_REGION)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>()
         })
-        .unwrap_or_default()
+        .find(|s| !s.is_empty())
 }
 
 impl ControllerService {
@@ -138,26 +140,36 @@ impl ControllerService {
             return Err(CsiError::InvalidArgument("creating a volume from a snapshot or another volume is not supported by Elemento yet".into()));
         }
         let bytes = params::capacity(req.capacity_range.as_ref())?;
+        let place = placement(req.accessibility_requirements.as_ref());
+        let attrs = VolumeAttributes {
+            provider: place.as_ref().and_then(|p| p.get(TOPOLOGY_ZONE).cloned()),
+            ..p.attrs.clone()
+        };
         let _g = self.inflight.try_lock(&format!("create/{}", req.name))?;
         let name = elemento_volume_name(&req.name);
         let v = match self.api.find_volume_by_name(&name).await? {
-            Some(v) if params::compatible(&v, req.capacity_range.as_ref(), &p.attrs) => v,
+            Some(v) if params::compatible(&v, req.capacity_range.as_ref(), &attrs) => v,
             Some(v) => {
                 return Err(CsiError::AlreadyExists(format!(
                     "volume {} already exists as {} with {} bytes, {:?}/{:?}, shareable={}, which does not match this request",
                     req.name, v.id, v.size_bytes, v.bus, v.format, v.shareable
                 )));
             }
-            None => self.api.create_volume(&name, bytes, &p.attrs).await?,
+            None => self.api.create_volume(&name, bytes, &attrs).await?,
         };
         let mut ctx = context(&p);
         ctx.insert(CTX_VOLUME_NAME.into(), v.name.clone());
+        // Where it was made: the API's provider when it reports one, else where we asked.
+        let accessible = place
+            .map(|mut segments| {
+                if let Some(provider) = &v.provider {
+                    segments.insert(TOPOLOGY_ZONE.into(), provider.clone());
+                }
+                vec![Topology { segments }]
+            })
+            .unwrap_or_default();
         Ok(CreateVolumeResponse {
-            volume: Some(csi_volume(
-                &v,
-                ctx,
-                topology(req.accessibility_requirements.as_ref()),
-            )),
+            volume: Some(csi_volume(&v, ctx, accessible)),
         })
     }
 

@@ -22,6 +22,9 @@ pub enum CsiError {
     Aborted(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// A dependency (the Kubernetes API) cannot be reached now; the caller retries.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]
@@ -58,6 +61,7 @@ impl CsiError {
             CsiError::OutOfRange(_) => Code::OutOfRange,
             CsiError::ResourceExhausted(_) => Code::ResourceExhausted,
             CsiError::Aborted(_) => Code::Aborted,
+            CsiError::Unavailable(_) => Code::Unavailable,
             CsiError::Unimplemented(_) => Code::Unimplemented,
             CsiError::Internal(_) | CsiError::Command { .. } => Code::Internal,
             CsiError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {

@@ -7,11 +7,14 @@ use anyhow::Context;
 use clap::Parser;
 use elemento_api::provider_id::{self, ProviderId};
 use elemento_csi::cmd::HostRunner;
-use elemento_csi::config::{Args, DriverConfig, Mode};
+use std::collections::BTreeMap;
+
+use elemento_csi::config::{Args, DriverConfig, Mode, TOPOLOGY_REGION, TOPOLOGY_ZONE};
 use elemento_csi::controller::ControllerService;
 use elemento_csi::guard::InFlight;
 use elemento_csi::identity::IdentityService;
 use elemento_csi::node::NodeService;
+use elemento_csi::node::NodeTopology;
 use elemento_csi::rpc::Rpc;
 use elemento_telemetry::{ApiMetrics, Health};
 use prometheus_client::registry::Registry;
@@ -30,10 +33,18 @@ async fn main() {
     }
 }
 
-/// The node's VM id and region from its Node object (providerID and region label set by the CCM).
-async fn node_identity(args: &Args) -> anyhow::Result<(String, Option<String>)> {
+/// The node's VM id (from `--node-id`, else its Node's providerID set by the CCM) and where its
+/// topology comes from.
+async fn node_identity(args: &Args) -> anyhow::Result<(String, NodeTopology)> {
+    let overrides: BTreeMap<String, String> = [
+        (TOPOLOGY_ZONE, &args.node_zone),
+        (TOPOLOGY_REGION, &args.node_region),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+    .collect();
     if let Some(id) = &args.node_id {
-        return Ok((id.clone(), args.node_region.clone()));
+        return Ok((id.clone(), NodeTopology::Fixed(overrides)));
     }
     let name = args
         .node_name
@@ -60,13 +71,14 @@ async fn node_identity(args: &Args) -> anyhow::Result<(String, Option<String>)> 
                     .and_then(|s| s.provider_id.clone())
                     .unwrap_or_default();
                 if let ProviderId::Elemento(id) = provider_id::parse(Some(&pid)) {
-                    let region = args.node_region.clone().or_else(|| {
-                        n.metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(elemento_csi::config::TOPOLOGY_REGION).cloned())
-                    });
-                    return Ok((id, region));
+                    return Ok((
+                        id,
+                        NodeTopology::FromNode {
+                            nodes: Box::new(nodes),
+                            name,
+                            overrides,
+                        },
+                    ));
                 }
                 tracing::warn!(node = %name, provider_id = %pid, "waiting for the cloud controller manager to set an elemento:// providerID");
             }
@@ -114,12 +126,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (None, None)
     };
     let node = if node_mode {
-        let (node_id, region) = node_identity(&args).await?;
-        tracing::info!(node_id = %node_id, region = ?region, "node identity");
+        let (node_id, topology) = node_identity(&args).await?;
+        tracing::info!(node_id = %node_id, "node identity");
         Some(Arc::new(NodeService {
             rpc: rpc.clone(),
             node_id,
-            region,
+            topology,
             max_volumes: cfg.max_volumes_per_node,
             device_root: args.device_root.clone(),
             sys_root: args.sys_root.clone(),

@@ -1,7 +1,7 @@
 //! The Node service: stage (find the device, format if empty, mount), publish (bind mount),
 //! expand, stats. Every operation is idempotent and guarded per volume.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tonic::Request;
 use crate::rpc::Grpc;
 
 use crate::cmd::Runner;
-use crate::config::TOPOLOGY_REGION;
+use crate::config::{TOPOLOGY_REGION, TOPOLOGY_ZONE};
 use crate::device;
 use crate::error::{CsiError, Result};
 use crate::fs::{self, Probe};
@@ -25,10 +25,49 @@ use crate::mount;
 use crate::params::{self, Access, check_id, check_path};
 use crate::rpc::Rpc;
 
+/// Where this node is, for NodeGetInfo.
+pub enum NodeTopology {
+    /// Given by flags (`--node-zone`, `--node-region`).
+    Fixed(BTreeMap<String, String>),
+    /// This Node's zone and region labels, read at every NodeGetInfo: the kubelet refuses a
+    /// registration whose topology differs from the Node's labels, and the CCM may relabel a Node
+    /// (a 0.1 Node's zone was its host). Flags override single keys.
+    FromNode {
+        nodes: Box<kube::Api<k8s_openapi::api::core::v1::Node>>,
+        name: String,
+        overrides: BTreeMap<String, String>,
+    },
+}
+
+impl NodeTopology {
+    async fn segments(&self) -> Result<HashMap<String, String>> {
+        let (mut segments, overrides) = match self {
+            NodeTopology::Fixed(o) => (HashMap::new(), o),
+            NodeTopology::FromNode {
+                nodes,
+                name,
+                overrides,
+            } => {
+                let node = nodes.get(name).await.map_err(|e| {
+                    CsiError::Unavailable(format!("reading Node {name} for its topology: {e}"))
+                })?;
+                let labels = node.metadata.labels.unwrap_or_default();
+                let segments = [TOPOLOGY_ZONE, TOPOLOGY_REGION]
+                    .iter()
+                    .filter_map(|k| labels.get(*k).map(|v| (k.to_string(), v.clone())))
+                    .collect();
+                (segments, overrides)
+            }
+        };
+        segments.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(segments)
+    }
+}
+
 pub struct NodeService {
     pub rpc: Rpc,
     pub node_id: String,
-    pub region: Option<String>,
+    pub topology: NodeTopology,
     pub max_volumes: i64,
     pub device_root: PathBuf,
     pub sys_root: PathBuf,
@@ -402,20 +441,16 @@ impl Node for NodeService {
             .await
     }
     async fn node_get_info(&self, _r: Request<NodeGetInfoRequest>) -> Grpc<NodeGetInfoResponse> {
-        // Always a topology (the plugin advertises accessibility constraints); without a known
-        // region its segments are empty and volumes are not constrained.
-        let segments = self
-            .region
-            .iter()
-            .map(|r| (TOPOLOGY_REGION.to_string(), r.clone()))
-            .collect();
-        let topology = Some(Topology { segments });
+        // Always a topology (the plugin advertises accessibility constraints); without known
+        // labels its segments are empty and volumes are not constrained.
         self.rpc
             .handle("NodeGetInfo", "", async {
                 Ok(NodeGetInfoResponse {
                     node_id: self.node_id.clone(),
                     max_volumes_per_node: self.max_volumes,
-                    accessible_topology: topology,
+                    accessible_topology: Some(Topology {
+                        segments: self.topology.segments().await?,
+                    }),
                 })
             })
             .await

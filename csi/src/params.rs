@@ -123,6 +123,7 @@ pub fn volume_params(
         format: f.format.clone().unwrap_or(d.format),
         shareable: f.shareable.unwrap_or(d.shareable),
         private: f.private.unwrap_or(d.private),
+        provider: None,
     };
     if let Some(v) = params.get("bus") {
         attrs.bus = one_of("bus", v, BUSES)?;
@@ -355,6 +356,10 @@ pub fn compatible(v: &Volume, range: Option<&CapacityRange>, attrs: &VolumeAttri
         && v.shareable == attrs.shareable
         && v.format.as_deref().is_none_or(|f| f == attrs.format)
         && v.bus.as_deref().is_none_or(|b| b == attrs.bus)
+        && match (&v.provider, &attrs.provider) {
+            (Some(have), Some(want)) => have == want,
+            _ => true,
+        }
 }
 
 /// Volume and node ids: what Elemento uses (uuids), never paths.

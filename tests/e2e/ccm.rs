@@ -78,9 +78,24 @@ async fn nodes_are_initialized_by_provider_id_name_and_ip() {
         Some("elemento://vm-pid")
     );
     assert_eq!(label(&na, "node.kubernetes.io/instance-type"), Some("neon"));
-    assert_eq!(label(&na, "topology.kubernetes.io/region"), Some("atomos"));
+    // Zones are providers (kOps), the region the configured default (unless a volume of before
+    // 0.2 in this shared control plane still uses the old value), the host a label of its own.
+    assert_eq!(label(&na, "topology.kubernetes.io/zone"), Some("atomos"));
+    let legacy = elemento_ccm::topology::regions_in_use(
+        &Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(env.kube.clone())
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items,
+    );
+    let want = if legacy.contains("atomos") {
+        "atomos"
+    } else {
+        "elemento"
+    };
+    assert_eq!(label(&na, "topology.kubernetes.io/region"), Some(want));
     assert_eq!(
-        label(&na, "topology.kubernetes.io/zone"),
+        label(&na, "node.elemento.cloud/host"),
         Some("atomos-1.local")
     );
     assert_eq!(label(&na, "node.elemento.cloud/provider"), Some("atomos"));
@@ -109,9 +124,10 @@ async fn nodes_are_initialized_by_provider_id_name_and_ip() {
         label(&nb, "node.kubernetes.io/instance-type"),
         Some("argon2")
     );
+    assert_eq!(label(&nb, "topology.kubernetes.io/zone"), Some("ovh"));
     assert_eq!(
         label(&nb, "topology.kubernetes.io/region"),
-        Some("ovh-eu-west-par")
+        Some("eu-west-par")
     );
     assert_eq!(label(&nb, "node.elemento.cloud/provider"), Some("ovh"));
 
@@ -220,10 +236,71 @@ async fn vpc_addresses_and_top_level_status_fields() {
         ]
     );
     assert_eq!(label(&node, "node.elemento.cloud/provider"), Some("ovh"));
+    assert_eq!(label(&node, "topology.kubernetes.io/zone"), Some("ovh"));
     assert_eq!(
         label(&node, "topology.kubernetes.io/region"),
-        Some("ovh-eu-west-par")
+        Some("eu-west-par")
     );
+}
+
+/// A volume provisioned before 0.2 has `topology.kubernetes.io/region: <provider>` (the old value) in
+/// its node affinity: Nodes keep that value while it exists, so the volume is never stranded,
+/// and take the new one once it is gone.
+#[tokio::test]
+async fn legacy_region_values_stay_while_a_volume_uses_them() {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    let _serial = SERIAL.lock().await;
+    let n = unique("legacy");
+    // A provider of this test's own: no other test's volumes use its values.
+    let provider = unique("prov");
+    let scenario = format!(
+        "vms:\n{}",
+        vm(
+            "vm-legacy",
+            "x",
+            &format!("template: neon, provider: {provider}")
+        )
+    );
+    let env = CcmEnv::new(&scenario).await;
+    let pvs: Api<PersistentVolume> = Api::all(env.kube.clone());
+    let pv_name = unique("pv-legacy");
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": pv_name},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "csi": {"driver": "csi.elemento.cloud", "volumeHandle": pv_name},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "topology.kubernetes.io/region", "operator": "In", "values": [provider]}
+            ]}]}}
+        }
+    }))
+    .unwrap();
+    pvs.create(&PostParams::default(), &pv).await.unwrap();
+    let nodes: Api<Node> = Api::all(env.kube.clone());
+    env.node(&n, Some("elemento://vm-legacy"), None, true, &[])
+        .await;
+    let (_ccm, _) = env.start_ccm("ccm-legacy", &["--node-status-update-frequency", "1s"]);
+    let node = node_when(&nodes, &n, "initialized", initialized).await;
+    assert_eq!(
+        label(&node, "topology.kubernetes.io/zone"),
+        Some(provider.as_str())
+    );
+    assert_eq!(
+        label(&node, "topology.kubernetes.io/region"),
+        Some(provider.as_str()),
+        "the value the volume's node affinity needs (before 0.2: the provider)"
+    );
+    pvs.delete(&pv_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    node_when(
+        &nodes,
+        &n,
+        "the new region once no volume uses the old one",
+        |n| label(n, "topology.kubernetes.io/region") == Some("elemento"),
+    )
+    .await;
 }
 
 #[tokio::test]

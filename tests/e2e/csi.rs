@@ -178,6 +178,17 @@ async fn pvc_binds_attaches_mounts_grows_and_is_deleted() {
         "1 GiB rounded up to the 0.125 GB grid"
     );
     assert_eq!(vols[0]["name"], pv_name.as_str());
+    // Placement follows topology: made on the Node's zone (its provider), and the PV says so.
+    assert_eq!(
+        vols[0]["provider"], "atomos",
+        "created on the zone's provider"
+    );
+    let affinity = serde_json::to_value(&pv.spec.as_ref().unwrap().node_affinity).unwrap();
+    let terms = affinity["required"]["nodeSelectorTerms"].to_string();
+    assert!(
+        terms.contains("topology.kubernetes.io/zone") && terms.contains("atomos"),
+        "{terms}"
+    );
 
     // Attach through a VolumeAttachment (no kubelet: the harness registered the CSINode).
     let node_name = c.node_name.clone();
@@ -441,6 +452,20 @@ async fn twenty_pvcs_at_once_make_exactly_twenty_volumes() {
     }
     wait_for("all volumes destroyed", T, || async {
         volumes(&c).await.is_empty().then_some(())
+    })
+    .await;
+    // The provisioner deletes each PV object after its volume: none may outlive the test.
+    let pvs: Api<PersistentVolume> = Api::all(c.kube.clone());
+    wait_for("every PV object deleted", T, || async {
+        let left = pvs.list(&Default::default()).await.ok()?.items;
+        left.iter()
+            .all(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.storage_class_name.as_deref())
+                    != Some(sc_name.as_str())
+            })
+            .then_some(())
     })
     .await;
     let _ = scs.delete(&sc_name, &DeleteParams::default()).await;

@@ -285,8 +285,42 @@ fn charts_run_as_pods_on_a_real_kubelet() {
         "md5sum /data/blob | cut -d' ' -f1 && echo more >> /data/blob",
     );
     assert_eq!(read.trim(), written, "the volume changed under the upgrade");
+    // Topology after the upgrade: the zone becomes the provider (kOps), the host gets a label of
+    // its own, and the region keeps the 0.1 value the running volume's node affinity needs.
+    let pv_region = {
+        let claim = c.get_json(&["pvc", "-n", APP_NS, "data-web-0"]);
+        let pv_name = claim["spec"]["volumeName"]
+            .as_str()
+            .expect("bound")
+            .to_string();
+        let pv = c.get_json(&["pv", &pv_name]);
+        pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"]
+            .as_array()
+            .and_then(|m| {
+                m.iter()
+                    .find(|e| e["key"] == "topology.kubernetes.io/region")
+            })
+            .and_then(|e| e["values"][0].as_str())
+            .expect("a 0.1 volume's region affinity")
+            .to_string()
+    };
+    let relabelled = wait_until(
+        "the Node relabelled by the new CCM",
+        Duration::from_secs(60),
+        || {
+            let n = c.get_json(&["node", &c.node]);
+            let l = &n["metadata"]["labels"];
+            (l["topology.kubernetes.io/zone"] == "ovh" && l["node.elemento.cloud/host"].is_string())
+                .then(|| l.clone())
+        },
+    );
+    assert_eq!(
+        relabelled["topology.kubernetes.io/region"].as_str(),
+        Some(pv_region.as_str()),
+        "the region a 0.1 volume needs stays: {relabelled}"
+    );
     step(
-        "helm upgrade: application untouched, volume readable and writable",
+        "helm upgrade: application untouched, volume readable and writable, topology relabelled with the old region kept",
         t,
     );
 

@@ -16,7 +16,7 @@ use crate::{
 };
 
 pub const DRIVER: &str = "csi.elemento.cloud";
-const TOPOLOGY: &str = "topology.kubernetes.io/region";
+use elemento_api::topology::{LABEL_REGION, LABEL_ZONE};
 
 /// A VM id that is "this host" in the simulator: its volumes become loop devices here.
 pub fn scenario(vm_id: &str) -> String {
@@ -86,8 +86,10 @@ impl DriverFiles {
                 .args([
                     "--node-id",
                     node_id,
-                    "--node-region",
+                    "--node-zone",
                     "atomos",
+                    "--node-region",
+                    "elemento",
                     "--device-wait-seconds",
                     "10",
                 ])
@@ -214,9 +216,9 @@ impl CsiCluster {
         let controller = start_controller_pod(&files, &vm, &kubeconfig);
         let node_socket = files.socket("node");
         let node_name = unique("csi-node");
-        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name, "labels": {TOPOLOGY: "atomos"}}, "spec": {"providerID": format!("elemento://{vm}")}});
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name, "labels": {LABEL_ZONE: "atomos", LABEL_REGION: "elemento"}}, "spec": {"providerID": format!("elemento://{vm}")}});
         let csinode = json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSINode", "metadata": {"name": node_name},
-            "spec": {"drivers": [{"name": DRIVER, "nodeID": vm, "topologyKeys": [TOPOLOGY]}]}});
+            "spec": {"drivers": [{"name": DRIVER, "nodeID": vm, "topologyKeys": [LABEL_ZONE, LABEL_REGION]}]}});
         let objects = files.dir.path().join("node.yaml");
         std::fs::write(&objects, format!("{node}\n---\n{csinode}\n")).expect("node objects");
         env.kubectl(&["apply", "-f", objects.to_str().expect("utf-8")]);

@@ -9,13 +9,11 @@ use serde_json::{Value, json};
 use elemento_api::provider_id::{self, ProviderId};
 
 pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
-pub const LABEL_INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
-pub const LABEL_INSTANCE_TYPE_BETA: &str = "beta.kubernetes.io/instance-type";
-pub const LABEL_REGION: &str = "topology.kubernetes.io/region";
-pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
-pub const LABEL_PROVIDER: &str = "node.elemento.cloud/provider";
-/// Region and provider label value for VMs on Elemento's own AtomOS hypervisors.
-pub const ATOMOS: &str = "atomos";
+pub use elemento_api::topology::label_value;
+use elemento_api::topology::{
+    self, LABEL_HOST, LABEL_INSTANCE_TYPE, LABEL_INSTANCE_TYPE_BETA, LABEL_PROVIDER, LABEL_REGION,
+    LABEL_ZONE,
+};
 
 /// What the node controller needs to know about a Node.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -155,42 +153,6 @@ pub fn instance_type(vm: &Vm, templates: &[Template]) -> String {
     format!("custom-{}cpu-{}mib{gpu}", vm.slots, vm.ram_mib)
 }
 
-/// Region: the provider (`ovh`), with its region when the API reports one (`ovh-eu-west-par`);
-/// `atomos` for Elemento's own hypervisors. Zone: the host serving the VM (`serverurl`).
-pub fn topology(vm: &Vm) -> (String, Option<String>) {
-    let region = match (&vm.provider, &vm.region) {
-        (Some(p), Some(r)) => format!("{p}-{r}"),
-        (Some(p), None) => p.clone(),
-        (None, _) => ATOMOS.to_string(),
-    };
-    let zone = vm
-        .server_url
-        .as_deref()
-        .and_then(|u| u.split("://").nth(1).or(Some(u)))
-        .and_then(|rest| rest.split(['/', ':']).next())
-        .filter(|h| !h.is_empty())
-        .map(label_value);
-    (label_value(&region), zone)
-}
-
-/// Makes a valid label value: [A-Za-z0-9._-], at most 63 characters, alphanumeric at both ends.
-pub fn label_value(s: &str) -> String {
-    let cleaned: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    cleaned
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
-
 fn is_public(ip: Ipv4Addr) -> bool {
     let o = ip.octets();
     !(ip.is_private()
@@ -236,21 +198,55 @@ pub fn addresses_json(addrs: &[(String, String)]) -> Value {
     )
 }
 
-/// The labels a VM gives its Node.
-pub fn labels(vm: &Vm, templates: &[Template]) -> BTreeMap<String, String> {
-    let (region, zone) = topology(vm);
+/// Where Nodes are, as the CCM labels them: the configured default region, and the region
+/// values of before 0.2 that volumes still refer to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopologyPolicy {
+    pub default_region: String,
+    /// Legacy region values found in the node affinity of existing PVs of our driver; `None`
+    /// when they could not be listed (then a Node's region is never changed, only set).
+    pub legacy_regions_in_use: Option<std::collections::BTreeSet<String>>,
+}
+
+impl TopologyPolicy {
+    /// The region label of a VM's Node: its pre-0.2 value while a volume still refers to it (a
+    /// changed value would strand that volume), else the provider's region or the default.
+    pub fn region(&self, vm: &Vm) -> String {
+        let legacy = topology::legacy_region(vm);
+        if self
+            .legacy_regions_in_use
+            .as_ref()
+            .is_some_and(|s| s.contains(&legacy))
+        {
+            legacy
+        } else {
+            topology::region(vm, &self.default_region)
+        }
+    }
+}
+
+/// The topology labels of a VM's Node: zone (provider), region, host, provider.
+pub fn topology_labels(vm: &Vm, policy: &TopologyPolicy) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
+    l.insert(LABEL_ZONE.into(), topology::zone(vm));
+    l.insert(LABEL_REGION.into(), policy.region(vm));
+    l.insert(LABEL_PROVIDER.into(), topology::zone(vm));
+    if let Some(h) = topology::host(vm) {
+        l.insert(LABEL_HOST.into(), h);
+    }
+    l
+}
+
+/// The labels a VM gives its Node.
+pub fn labels(
+    vm: &Vm,
+    templates: &[Template],
+    policy: &TopologyPolicy,
+) -> BTreeMap<String, String> {
+    let mut l = topology_labels(vm, policy);
     let itype = instance_type(vm, templates);
     l.insert(LABEL_INSTANCE_TYPE.into(), itype.clone());
     l.insert(LABEL_INSTANCE_TYPE_BETA.into(), itype);
-    l.insert(LABEL_REGION.into(), region);
-    if let Some(z) = zone {
-        l.insert(LABEL_ZONE.into(), z);
-    }
-    l.insert(
-        LABEL_PROVIDER.into(),
-        label_value(vm.provider.as_deref().unwrap_or(ATOMOS)),
-    );
     l
 }
 
@@ -267,6 +263,7 @@ pub fn init_patch(
     node: &NodeFacts,
     vm: &Vm,
     templates: &[Template],
+    policy: &TopologyPolicy,
     resource_version: Option<&str>,
 ) -> InitPatch {
     let taints: Vec<Value> = node
@@ -275,7 +272,7 @@ pub fn init_patch(
         .filter(|t| t["key"] != UNINITIALIZED_TAINT)
         .cloned()
         .collect();
-    let mut meta = json!({ "labels": labels(vm, templates) });
+    let mut meta = json!({ "labels": labels(vm, templates, policy) });
     if let Some(rv) = resource_version {
         meta["resourceVersion"] = json!(rv);
     }
@@ -286,6 +283,17 @@ pub fn init_patch(
             "spec": { "providerID": provider_id::format(&vm.id), "taints": taints },
         }),
     }
+}
+
+/// For an initialized Node: the label patch when its topology labels differ from what the VM
+/// gives (a Node labelled before 0.2 had the host as its zone; a VM may move).
+pub fn label_refresh(node: &NodeFacts, vm: &Vm, policy: &TopologyPolicy) -> Option<Value> {
+    let mut want = topology_labels(vm, policy);
+    if policy.legacy_regions_in_use.is_none() && node.labels.contains_key(LABEL_REGION) {
+        want.remove(LABEL_REGION);
+    }
+    let stale = want.iter().any(|(k, v)| node.labels.get(k) != Some(v));
+    stale.then(|| json!({ "metadata": { "labels": want } }))
 }
 
 /// For an initialized Node: the status patch when its addresses differ from the VM's.
@@ -408,27 +416,65 @@ mod tests {
         assert_eq!(instance_type(&v, &[]), "custom-3cpu-6144mib-1gpu");
     }
 
+    fn policy(legacy: &[&str]) -> TopologyPolicy {
+        TopologyPolicy {
+            default_region: "elemento".into(),
+            legacy_regions_in_use: Some(legacy.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
     #[test]
-    fn topology_from_provider_and_server() {
+    fn zones_are_providers_as_kops_sees_them() {
         let mut v = vm("i", "n", "10.0.0.1");
-        assert_eq!(
-            topology(&v),
-            ("atomos".into(), Some("atomos-1.local".into()))
-        );
+        let l = topology_labels(&v, &policy(&[]));
+        assert_eq!(l[LABEL_ZONE], "atomos");
+        assert_eq!(l[LABEL_REGION], "elemento", "the configured default");
+        assert_eq!(l[LABEL_HOST], "atomos-1.local");
+        assert_eq!(l[LABEL_PROVIDER], "atomos");
         v.provider = Some("ovh".into());
         v.region = Some("eu-west-par".into());
         v.server_url = Some("https://ovh.meson.elemento.cloud:7777/api".into());
+        let l = topology_labels(&v, &policy(&[]));
         assert_eq!(
-            topology(&v),
             (
-                "ovh-eu-west-par".into(),
-                Some("ovh.meson.elemento.cloud".into())
-            )
+                l[LABEL_ZONE].as_str(),
+                l[LABEL_REGION].as_str(),
+                l[LABEL_HOST].as_str()
+            ),
+            ("ovh", "eu-west-par", "ovh.meson.elemento.cloud")
         );
         v.server_url = None;
-        assert_eq!(topology(&v).1, None);
+        assert!(!topology_labels(&v, &policy(&[])).contains_key(LABEL_HOST));
         assert_eq!(label_value("--a b/c--"), "a-b-c");
         assert_eq!(label_value(&"x".repeat(100)).len(), 63);
+    }
+
+    /// Volumes provisioned before 0.2 carry `topology.kubernetes.io/region` = `<provider>-<region>`
+    /// or `atomos` in their node affinity: while one exists, Nodes keep that value.
+    #[test]
+    fn legacy_regions_stay_while_a_volume_refers_to_them() {
+        let mut v = vm("i", "n", "10.0.0.1");
+        assert_eq!(policy(&["atomos"]).region(&v), "atomos");
+        assert_eq!(policy(&["ovh-eu-west-par"]).region(&v), "elemento");
+        v.provider = Some("ovh".into());
+        v.region = Some("eu-west-par".into());
+        assert_eq!(policy(&["ovh-eu-west-par"]).region(&v), "ovh-eu-west-par");
+        assert_eq!(policy(&["atomos"]).region(&v), "eu-west-par");
+        // A Node labelled before 0.2 (zone = host) is relabelled; one up to date is left alone.
+        let mut n = node("n1", Some("elemento://i"), &[]);
+        n.labels = [(LABEL_ZONE.to_string(), "atomos-1.local".to_string())].into();
+        let patch = label_refresh(&n, &v, &policy(&[])).expect("a label patch");
+        assert_eq!(patch["metadata"]["labels"][LABEL_ZONE], "ovh");
+        n.labels = topology_labels(&v, &policy(&[]));
+        assert_eq!(label_refresh(&n, &v, &policy(&[])), None);
+        // Volumes that cannot be listed: the region is left as it is.
+        n.labels
+            .insert(LABEL_REGION.into(), "ovh-eu-west-par".into());
+        let unknown = TopologyPolicy {
+            legacy_regions_in_use: None,
+            ..policy(&[])
+        };
+        assert_eq!(label_refresh(&n, &v, &unknown), None);
     }
 
     #[test]
@@ -482,11 +528,12 @@ mod tests {
     fn init_patch_sets_everything_and_drops_only_our_taint() {
         let n = node("n1", None, &[]);
         let v = vm("id-1", "n1", "10.0.0.1");
-        let p = init_patch(&n, &v, &templates(), Some("42"));
+        let p = init_patch(&n, &v, &templates(), &policy(&[]), Some("42"));
         assert_eq!(p.main["spec"]["providerID"], "elemento://id-1");
         assert_eq!(p.main["metadata"]["resourceVersion"], "42");
         assert_eq!(p.main["metadata"]["labels"][LABEL_INSTANCE_TYPE], "neon");
-        assert_eq!(p.main["metadata"]["labels"][LABEL_REGION], "atomos");
+        assert_eq!(p.main["metadata"]["labels"][LABEL_REGION], "elemento");
+        assert_eq!(p.main["metadata"]["labels"][LABEL_ZONE], "atomos");
         assert_eq!(p.main["metadata"]["labels"][LABEL_PROVIDER], "atomos");
         assert_eq!(
             p.main["spec"]["taints"],

@@ -151,7 +151,7 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
     let ctx = &state.ctx;
     let facts = NodeFacts::from_node(node);
     if !facts.has_taint(UNINITIALIZED_TAINT) {
-        return refresh_addresses(node, &facts, ctx).await;
+        return refresh(node, &facts, ctx).await;
     }
     let mut snap = ctx.inventory.vms(INIT_MAX_AGE).await?;
     if !matches!(
@@ -181,10 +181,12 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
         }
     };
     let templates = ctx.inventory.templates().await;
+    let policy = ctx.topology_policy().await;
     let patch = decide::init_patch(
         &facts,
         &vm,
         &templates,
+        &policy,
         node.metadata.resource_version.as_deref(),
     );
     let api: Api<Node> = Api::all(ctx.kube.clone());
@@ -223,17 +225,18 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
     Ok(Action::requeue(ctx.settings.node_status_update_frequency))
 }
 
-async fn refresh_addresses(node: &Node, facts: &NodeFacts, ctx: &Ctx) -> Result<Action, Error> {
+async fn refresh(node: &Node, facts: &NodeFacts, ctx: &Ctx) -> Result<Action, Error> {
     let ProviderId::Elemento(id) = provider_id::parse(facts.provider_id.as_deref()) else {
         return Ok(Action::await_change());
     };
     let every = ctx.settings.node_status_update_frequency;
     // Half the period: all Nodes refreshing in one period share about two listings.
     let snap = ctx.inventory.vms(every / 2).await?;
-    if let Some(vm) = snap.by_id(&id)
-        && let Some(status) = decide::address_refresh(facts, vm)
-    {
-        let api: Api<Node> = Api::all(ctx.kube.clone());
+    let Some(vm) = snap.by_id(&id) else {
+        return Ok(Action::requeue(every));
+    };
+    let api: Api<Node> = Api::all(ctx.kube.clone());
+    if let Some(status) = decide::address_refresh(facts, vm) {
         api.patch_status(
             &node.name_any(),
             &PatchParams::default(),
@@ -241,6 +244,16 @@ async fn refresh_addresses(node: &Node, facts: &NodeFacts, ctx: &Ctx) -> Result<
         )
         .await?;
         info!(vm = %id, "updated node addresses");
+    }
+    let policy = ctx.topology_policy().await;
+    if let Some(labels) = decide::label_refresh(facts, vm, &policy) {
+        api.patch(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&labels),
+        )
+        .await?;
+        info!(vm = %id, "updated node topology labels");
     }
     Ok(Action::requeue(every))
 }

@@ -510,6 +510,7 @@ impl Client {
             bus: &attrs.bus,
             alg: "no",
             format: &attrs.format,
+            provider: attrs.provider.as_deref(),
         };
         let r = self.call(&routes::VOLUME_CREATE, &[], Some(&body)).await?;
         decode_one::<VolumeWire>(&routes::VOLUME_CREATE, &r, Some("volume"))?

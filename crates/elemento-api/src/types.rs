@@ -434,6 +434,9 @@ pub struct Volume {
     pub bootable: bool,
     pub clonable: bool,
     pub server_url: Option<String>,
+    /// The provider the volume lives on (`provider` [I]); `None` when the API does not say.
+    #[serde(default)]
+    pub provider: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -465,6 +468,8 @@ pub(crate) struct VolumeWire {
     clonable: bool,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     serverurl: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    provider: Option<String>,
 }
 
 impl VolumeWire {
@@ -481,6 +486,7 @@ impl VolumeWire {
             bootable: self.bootable,
             clonable: self.clonable,
             server_url: self.serverurl,
+            provider: self.provider,
         })
     }
 }
@@ -494,6 +500,10 @@ pub struct VolumeAttributes {
     pub format: String,
     pub shareable: bool,
     pub private: bool,
+    /// The provider to create the volume on (`provider` in the create body [I]): the zone a
+    /// topology requirement asks for. `None` lets the cloud choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 impl Default for VolumeAttributes {
@@ -503,6 +513,7 @@ impl Default for VolumeAttributes {
             format: "raw".into(),
             shareable: false,
             private: true,
+            provider: None,
         }
     }
 }
@@ -519,6 +530,8 @@ pub(crate) struct CreateVolumeWire<'a> {
     pub bus: &'a str,
     pub alg: &'a str,
     pub format: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<&'a str>,
 }
 
 #[derive(Serialize)]

@@ -49,6 +49,10 @@ pub struct SimVolume {
     /// The 4 hex digits of a name-based serial (§8.2): not derivable from the volume.
     #[serde(default)]
     pub serial_prefix: u16,
+    /// The provider the volume was created on (`provider` in the create body [I]); only VMs of
+    /// that provider can attach it. `None`: created without one, attachable anywhere.
+    #[serde(default)]
+    pub provider: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -418,6 +422,10 @@ impl World {
             clonable: flag("clonable", true),
             attached_to: vec![],
             serial_prefix: fastrand::u16(..),
+            provider: body
+                .get("provider")
+                .and_then(Value::as_str)
+                .map(String::from),
         };
         self.volumes.insert(v.id.clone(), v.clone());
         // The create answer uses `vid` and `img_format` (thesis schema [K]).
@@ -425,6 +433,7 @@ impl World {
             "vid": v.id, "name": v.name, "size": self.size_out(v.size_bytes), "img_format": v.format,
             "bus": v.bus, "alg": "no", "clonable": v.clonable, "private": v.private,
             "shareable": v.shareable, "readonly": v.readonly, "bootable": v.bootable, "creatorID": "sim",
+            "provider": v.provider,
         }))
     }
 
@@ -444,6 +453,7 @@ impl World {
             "clonable": v.clonable, "cloudinit": false, "ceph": false, "exported": true, "own": true,
             "creatorID": "sim", "server": "storage-1", "servers": ["storage-1"], "nservers": 1,
             "serverurl": "https://storage-1.local:7772", "lastUpdated": "2026-01-01T00:00:00Z",
+            "provider": v.provider,
         })
     }
 
@@ -520,6 +530,19 @@ impl World {
         let v = self.volume(&vol_id)?.clone();
         if v.attached_to.contains(&vm_id) {
             return Ok((v, vm, false));
+        }
+        // A volume lives on one provider: a VM elsewhere cannot reach it.
+        let vm_provider = vm
+            .provider
+            .as_deref()
+            .unwrap_or(elemento_api::topology::ATOMOS);
+        if let Some(p) = v.provider.as_deref().filter(|p| *p != vm_provider) {
+            return Err(err(
+                409,
+                format!(
+                    "[VolumeNotAccessible] volume {vol_id} is on provider {p}; VM {vm_id} is on {vm_provider}"
+                ),
+            ));
         }
         if !v.attached_to.is_empty() && !v.shareable {
             return Err(err(
@@ -862,6 +885,40 @@ mod tests {
         w.detach(&body).unwrap();
         assert_eq!(w.detach(&body).unwrap_err().status, 404);
         w.destroy_volume(&json!({"volume_id": vid})).unwrap();
+    }
+
+    /// A volume made on a provider attaches only to VMs of that provider (no provider = atomos).
+    #[test]
+    fn volumes_attach_only_within_their_provider() {
+        let mut w = world();
+        let (a, _) = ids(&w);
+        let on = |w: &mut World, provider: &str| {
+            w.create_volume(&json!({"size": 1.125, "name": provider, "provider": provider}))
+                .unwrap()["vid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let ovh = on(&mut w, "ovh");
+        let e = w
+            .attach(&json!({"vm_uid": a, "volume_id": ovh}))
+            .unwrap_err();
+        assert_eq!(e.status, 409);
+        assert!(
+            e.body.contains("VolumeNotAccessible") && e.body.contains("ovh"),
+            "{}",
+            e.body
+        );
+        let atomos = on(&mut w, "atomos");
+        assert!(
+            w.attach(&json!({"vm_uid": a, "volume_id": atomos}))
+                .unwrap()
+                .2
+        );
+        assert_eq!(
+            w.volume(&atomos).unwrap().provider.as_deref(),
+            Some("atomos")
+        );
     }
 
     #[test]
