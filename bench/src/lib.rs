@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use measure::{Percentiles, ProcStats, api_calls, percentiles, proc_stats};
 
-pub const UNINITIALIZED: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+pub use elemento_e2e::ccm::UNINITIALIZED;
 const BENCH_LABEL: &str = "bench.elemento.cloud/run";
 /// Creates in flight against the API server at once.
 const CREATE_PARALLELISM: usize = 64;

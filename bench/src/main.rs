@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     r["machine"] = serde_json::to_value(machine())?;
     r["latency_ms"] = json!(a.latency_ms);
     r["runs"] = json!(a.runs);
-    r["kube_version"] = json!("v1.36.1");
+    r["kube_version"] = json!(format!("v{}", elemento_e2e::kube_version()));
     // `report` re-renders docs from the JSON without running anything.
     if a.scenario != "report" {
         r["generated"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());

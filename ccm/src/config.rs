@@ -9,7 +9,7 @@ use clap::Parser;
 use elemento_api::settings::ApiSettings;
 use serde::Deserialize;
 
-use crate::service::decide::LbDefaults;
+use elemento_api::types::{LbAlgorithm, TargetAddress};
 
 /// The controllers this binary runs, by their upstream names.
 pub const CONTROLLERS: &[&str] = &["cloud-node", "cloud-node-lifecycle", "service"];
@@ -138,6 +138,43 @@ pub fn select_controllers(spec: &str) -> Result<Vec<&'static str>, String> {
     on.sort();
     on.dedup();
     Ok(on)
+}
+
+/// Defaults from the cloud-config, overridable per Service by annotation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct LbDefaults {
+    pub algorithm: LbAlgorithm,
+    pub health_check_interval_seconds: u32,
+    pub health_check_timeout_seconds: u32,
+    pub health_check_retries: u32,
+    pub proxy_protocol: bool,
+    pub internal: bool,
+    /// `private` (default): traffic goes to each Node's private (VPC) address when its VM has
+    /// one; `public`: to its public address.
+    pub target_address: TargetAddress,
+}
+
+impl Default for LbDefaults {
+    fn default() -> Self {
+        Self {
+            algorithm: LbAlgorithm::RoundRobin,
+            health_check_interval_seconds: 5,
+            health_check_timeout_seconds: 3,
+            health_check_retries: 3,
+            proxy_protocol: false,
+            internal: false,
+            target_address: TargetAddress::Private,
+        }
+    }
+}
+
+/// Which load-balancer class this CCM serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassPolicy {
+    pub class: String,
+    /// Also serve Services with no `spec.loadBalancerClass`.
+    pub claim_unset: bool,
 }
 
 /// The cloud-config file.

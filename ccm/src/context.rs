@@ -7,11 +7,11 @@ use std::time::Duration;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
+use crate::config::{ClassPolicy, LbDefaults};
 use crate::events::Reason;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::node::decide::TopologyPolicy;
-use crate::service::decide::{ClassPolicy, LbDefaults};
 use crate::topology::LegacyRegions;
 
 pub const REPORTER: &str = "elemento-cloud-controller-manager";

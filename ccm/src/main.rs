@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use elemento_ccm::config::ClassPolicy;
 use elemento_ccm::config::{Args, CloudConfig, select_controllers};
 use elemento_ccm::context::{Ctx, Settings};
 use elemento_ccm::leader::{self, LeaderConfig};
 use elemento_ccm::metrics::Metrics;
 use elemento_ccm::nodes::{NodeWatch, reconcile_triggers};
-use elemento_ccm::service::decide::ClassPolicy;
 use elemento_ccm::{lifecycle, node, service};
 use elemento_telemetry::{ApiMetrics, Health};
 use k8s_openapi::api::coordination::v1::Lease;

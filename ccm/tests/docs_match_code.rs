@@ -9,7 +9,7 @@ use clap::CommandFactory;
 use elemento_ccm::config::Args;
 use elemento_ccm::events::Reason;
 use elemento_ccm::metrics::Metrics;
-use elemento_ccm::service::decide::{ANN_PREFIX, ANNOTATIONS};
+use elemento_ccm::service::annotations::{ANN_PREFIX, ANNOTATIONS};
 use elemento_telemetry::ApiMetrics;
 use prometheus_client::registry::Registry;
 

@@ -27,9 +27,9 @@ async fn node_when<F: Fn(&Node) -> bool>(api: &Api<Node>, name: &str, what: &str
 
 /// The API server's admission adds `node.kubernetes.io/not-ready` to new Nodes; only ours count.
 fn has_lifecycle_taint(n: &Node) -> bool {
-    taint_keys(n).iter().any(|k| {
-        k == "node.cloudprovider.kubernetes.io/shutdown" || k == "node.kubernetes.io/out-of-service"
-    })
+    taint_keys(n)
+        .iter()
+        .any(|k| k == elemento_api::taints::SHUTDOWN || k == elemento_api::taints::OUT_OF_SERVICE)
 }
 
 fn initialized(n: &Node) -> bool {
@@ -331,11 +331,11 @@ async fn lifecycle_deletes_gone_taints_off_and_ignores_foreign_nodes() {
         )
         .await;
     node_when(&nodes, &off, "shutdown taint", |n| {
-        taint_keys(n).contains(&"node.cloudprovider.kubernetes.io/shutdown".into())
+        taint_keys(n).contains(&elemento_api::taints::SHUTDOWN.into())
     })
     .await;
     let n = node_when(&nodes, &off, "out-of-service taint after 2 s", |n| {
-        taint_keys(n).contains(&"node.kubernetes.io/out-of-service".into())
+        taint_keys(n).contains(&elemento_api::taints::OUT_OF_SERVICE.into())
     })
     .await;
     let oos = n
@@ -344,7 +344,7 @@ async fn lifecycle_deletes_gone_taints_off_and_ignores_foreign_nodes() {
         .taints
         .unwrap()
         .into_iter()
-        .find(|t| t.key == "node.kubernetes.io/out-of-service")
+        .find(|t| t.key == elemento_api::taints::OUT_OF_SERVICE)
         .unwrap();
     assert_eq!(oos.effect, "NoExecute");
     env.sim

@@ -415,12 +415,12 @@ proptest! {
     #[test]
     fn annotation_parser_never_panics(k in "[a-z-]{0,30}", v in any::<String>()) {
         let ann = BTreeMap::from([(format!("load-balancer.elemento.cloud/{k}"), v)]);
-        let _ = elemento_ccm::service::decide::parse_annotations(&ann, &Default::default());
+        let _ = elemento_ccm::service::annotations::parse_annotations(&ann, &Default::default());
     }
 
     #[test]
     fn selector_provider_id_and_label_parsers_never_panic(s in any::<String>()) {
-        let _ = elemento_ccm::service::decide::NodeSelector::parse(&s);
+        let _ = elemento_ccm::service::annotations::NodeSelector::parse(&s);
         let _ = elemento_ccm::provider_id::parse(Some(&s));
         let v = elemento_ccm::node::decide::label_value(&s);
         prop_assert!(v.len() <= 63);

@@ -56,7 +56,13 @@ async fn charts_lint_strict_and_pass_a_server_side_dry_run() {
     let dir = tempfile::tempdir().unwrap();
     for c in ["elemento-cloud-controller-manager", "elemento-csi-driver"] {
         let chart_path = chart(c);
-        let mut lint = vec!["lint", "--strict", "--kube-version", "1.36.1", &chart_path];
+        let mut lint = vec![
+            "lint",
+            "--strict",
+            "--kube-version",
+            elemento_e2e::kube_version(),
+            &chart_path,
+        ];
         lint.extend_from_slice(CREDS);
         helm(&lint);
         let mut t = vec![
@@ -66,7 +72,7 @@ async fn charts_lint_strict_and_pass_a_server_side_dry_run() {
             "--namespace",
             &ns.name,
             "--kube-version",
-            "1.36.1",
+            elemento_e2e::kube_version(),
         ];
         t.extend_from_slice(CREDS);
         let rendered = dir.path().join(format!("{c}.yaml"));
@@ -101,7 +107,13 @@ fn chart_guards_refuse_bad_values() {
     let env = testenv();
     let run = |c: &str, args: &[&str]| {
         let out = Command::new(env.tool("helm"))
-            .args(["template", "x", &chart(c), "--kube-version", "1.36.1"])
+            .args([
+                "template",
+                "x",
+                &chart(c),
+                "--kube-version",
+                elemento_e2e::kube_version(),
+            ])
             .args(args)
             .output()
             .unwrap();

@@ -45,7 +45,7 @@ async fn a_node_with_the_uninitialized_taint_is_accepted() {
     let name = unique("smoke-node");
     let node: Node = serde_json::from_value(json!({
         "metadata": {"name": name},
-        "spec": {"taints": [{"key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true", "effect": "NoSchedule"}]}
+        "spec": {"taints": [{"key": elemento_api::taints::UNINITIALIZED, "value": "true", "effect": "NoSchedule"}]}
     }))
     .unwrap();
     nodes.create(&PostParams::default(), &node).await.unwrap();
@@ -54,7 +54,7 @@ async fn a_node_with_the_uninitialized_taint_is_accepted() {
     assert!(
         taints
             .iter()
-            .any(|t| t.key == "node.cloudprovider.kubernetes.io/uninitialized")
+            .any(|t| t.key == elemento_api::taints::UNINITIALIZED)
     );
     delete_ignore_missing(&nodes, &name).await;
 }

@@ -15,7 +15,7 @@ use crate::{
     workspace_bin,
 };
 
-pub const UNINITIALIZED: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+pub use elemento_api::taints::UNINITIALIZED;
 /// Every Node a test creates carries this label with the test's id, for cleanup.
 pub const OWNER_LABEL: &str = "e2e.elemento.cloud/owner";
 

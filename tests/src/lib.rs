@@ -395,6 +395,15 @@ pub fn free_port() -> u16 {
 /// Asserts that the test runs as root (loop devices, mkfs, mount, the kubelet), failing with the
 /// reason otherwise: tests never skip silently. Returns true, so `if !require_root(..) { return }`
 /// call sites read naturally.
+/// The Kubernetes version the test tools are built at, without the `v` (`K8S_VERSION` in
+/// tests/env/versions.env: the one place it is written).
+pub fn kube_version() -> &'static str {
+    include_str!("../env/versions.env")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("K8S_VERSION=v"))
+        .expect("K8S_VERSION=v… in tests/env/versions.env")
+}
+
 pub fn require_root(test: &str) -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -424,7 +433,7 @@ pub fn helm_template(
     let mut cmd = Command::new(env.tool("helm"));
     cmd.args(["template", release])
         .arg(repo_root().join("charts").join(chart))
-        .args(["--namespace", namespace, "--kube-version", "1.36.1"])
+        .args(["--namespace", namespace, "--kube-version", kube_version()])
         // The charts refuse to render without credentials; RBAC renders do not use them.
         .args(["--set", "credentials.existingSecret=unused"])
         .args(extra);

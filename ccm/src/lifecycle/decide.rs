@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 
 use crate::node::decide::NodeFacts;
 
-pub const SHUTDOWN_TAINT: &str = "node.cloudprovider.kubernetes.io/shutdown";
-pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+pub use elemento_api::taints::{
+    OUT_OF_SERVICE as OUT_OF_SERVICE_TAINT, SHUTDOWN as SHUTDOWN_TAINT,
+};
 /// The value marking an out-of-service taint as ours: we never remove one an operator added.
 pub const OUT_OF_SERVICE_VALUE: &str = "elemento-vm-shut-off";
 /// When the CCM first saw the VM shut off (RFC 3339), for the out-of-service delay.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use elemento_api::provider_id::{self, ProviderId};
 
-pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+pub use elemento_api::taints::UNINITIALIZED as UNINITIALIZED_TAINT;
 pub use elemento_api::topology::label_value;
 use elemento_api::topology::{
     self, LABEL_HOST, LABEL_INSTANCE_TYPE, LABEL_INSTANCE_TYPE_BETA, LABEL_PROVIDER, LABEL_REGION,

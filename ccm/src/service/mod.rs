@@ -4,6 +4,7 @@
 //! so a reconcile whose desired LB equals the cached one makes no call at all. Node changes
 //! re-reconcile Services only when the set of eligible Nodes changes (not on heartbeats).
 
+pub mod annotations;
 pub mod decide;
 
 use std::collections::{BTreeMap, HashMap};
@@ -271,7 +272,8 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let oref = svc.object_ref(&());
     let opts =
-        match decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults) {
+        match annotations::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults)
+        {
             Ok(o) => o,
             Err(errors) => {
                 let note = errors
@@ -623,7 +625,8 @@ async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     let mut found: Vec<CachedLb> = {
         let cache = state.lbs().await?;
         let opts =
-            decide::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults).ok();
+            annotations::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults)
+                .ok();
         let family = decide::lb_name(&ctx.settings.cluster_name, svc, opts.as_ref())
             .map(|name| {
                 let all: Vec<FoundLb> = cache.all().map(CachedLb::found).collect();

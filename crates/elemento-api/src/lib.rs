@@ -14,6 +14,7 @@ mod lenient;
 pub mod provider_id;
 pub mod routes;
 pub mod settings;
+pub mod taints;
 pub mod topology;
 pub mod types;
 pub mod units;
