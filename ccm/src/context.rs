@@ -143,8 +143,36 @@ pub enum Error {
     Retry(String),
 }
 
+impl Error {
+    /// A short label for metrics and logs: `kubernetes`, `kubernetes_conflict`, the Elemento
+    /// API error's kind (`unavailable`, `not_found`, …), or `retry`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "kubernetes_conflict",
+            Error::Kube(_) => "kubernetes",
+            Error::Elemento(e) => e.kind(),
+            Error::Retry(_) => "retry",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn errors_have_a_kind_for_the_metric() {
+        use super::Error;
+        let conflict = kube::Error::Api(
+            kube::core::Status::failure("conflict", "Conflict").with_code(409).boxed(),
+        );
+        assert_eq!(Error::Kube(conflict).kind(), "kubernetes_conflict");
+        let unavailable = elemento_api::ApiError::Unavailable {
+            route: "vm.status",
+            message: "down".into(),
+        };
+        assert_eq!(Error::Elemento(unavailable).kind(), "unavailable");
+        assert_eq!(Error::Retry("later".into()).kind(), "retry");
+    }
+
     #[test]
     fn notes_fit_the_event_limit() {
         assert_eq!(super::clip_note("short".into()), "short");

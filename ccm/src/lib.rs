@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod node;
 pub mod nodes;
+pub mod runner;
 pub mod service;
 pub mod topology;
 

@@ -13,6 +13,8 @@ use prometheus_client::registry::Registry;
 pub struct ReconcileLabels {
     pub controller: String,
     pub result: String,
+    /// The error's kind (`Error::kind`); empty unless `result` is `error`.
+    pub error: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,7 +38,7 @@ impl Metrics {
         };
         r.register(
             "ccm_reconcile",
-            "Reconciles by controller and result (ok, error, skipped)",
+            "Reconciles by controller, result (ok, error, skipped) and error kind",
             m.reconciles.clone(),
         );
         r.register(
@@ -58,16 +60,18 @@ impl Metrics {
             .get_or_create(&ReconcileLabels {
                 controller: controller.into(),
                 result: "skipped".into(),
+                error: String::new(),
             })
             .inc();
     }
 
-    pub fn reconciled(&self, controller: &str, ok: bool, took: Duration) {
-        let result = if ok { "ok" } else { "error" };
+    /// A finished reconcile: `error` is the kind of its error, `None` when it succeeded.
+    pub fn reconciled(&self, controller: &str, error: Option<&str>, took: Duration) {
         self.reconciles
             .get_or_create(&ReconcileLabels {
                 controller: controller.into(),
-                result: result.into(),
+                result: if error.is_some() { "error" } else { "ok" }.into(),
+                error: error.unwrap_or_default().into(),
             })
             .inc();
         self.duration

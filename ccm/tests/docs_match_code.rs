@@ -72,7 +72,12 @@ fn every_metric_family_is_documented_and_registered() {
         "200",
         std::time::Duration::from_millis(3),
     );
-    ccm.reconciled("cloud-node", true, std::time::Duration::from_millis(3));
+    ccm.reconciled("cloud-node", None, std::time::Duration::from_millis(3));
+    ccm.reconciled(
+        "service",
+        Some("unavailable"),
+        std::time::Duration::from_millis(3),
+    );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
     // `# TYPE name kind`: counters are exposed with `_total`.

@@ -14,11 +14,12 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use crate::context::{Ctx, Error};
 use crate::events::Reason;
 use crate::node::decide::NodeFacts;
+use crate::runner;
 use decide::{ANN_SHUT_OFF_SINCE, Decision, VmState};
 use elemento_api::provider_id::{self, ProviderId};
 
@@ -49,21 +50,15 @@ pub async fn run(
 type State = Arc<(Arc<Ctx>, Missing)>;
 
 fn error_policy(node: Arc<Node>, err: &Error, state: State) -> Action {
-    warn!(node = %node.name_any(), error = %err, "node lifecycle reconcile failed");
-    Action::requeue(state.0.backoff(&format!("{NAME}/{}", node.name_any())))
+    let key = runner::object_key(NAME, None, &node.name_any());
+    runner::requeue_after_error(&state.0, NAME, &key, err)
 }
 
 #[instrument(skip_all, fields(node = %node.name_any()))]
 async fn reconcile(node: Arc<Node>, state: State) -> Result<Action, Error> {
     let (ctx, missing) = (&state.0, &state.1);
-    let started = Instant::now();
-    let result = reconcile_inner(&node, ctx, missing).await;
-    ctx.metrics
-        .reconciled(NAME, result.is_ok(), started.elapsed());
-    if result.is_ok() {
-        ctx.succeeded(&format!("{NAME}/{}", node.name_any()));
-    }
-    result
+    let key = runner::object_key(NAME, None, &node.name_any());
+    runner::observe(ctx, NAME, &key, reconcile_inner(&node, ctx, missing)).await
 }
 
 async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Action, Error> {

@@ -17,6 +17,7 @@ use tracing::{debug, info, instrument};
 
 use crate::context::{Ctx, Error};
 use crate::events::Reason;
+use crate::runner;
 use decide::{NodeFacts, UNINITIALIZED_TAINT, VmMatch};
 use elemento_api::provider_id::{self, ProviderId};
 
@@ -102,10 +103,8 @@ pub async fn run(
 }
 
 fn error_policy(node: Arc<Node>, err: &Error, state: Arc<NodeController>) -> Action {
-    let ctx = &state.ctx;
-    let wait = ctx.backoff(&format!("{NAME}/{}", node.name_any()));
-    debug!(node = %node.name_any(), error = %err, ?wait, "node reconcile failed");
-    Action::requeue(wait)
+    let key = runner::object_key(NAME, None, &node.name_any());
+    runner::requeue_after_error(&state.ctx, NAME, &key, err)
 }
 
 #[instrument(skip_all, fields(node = %node.name_any()))]
@@ -137,14 +136,8 @@ async fn reconcile(node: Arc<Node>, state: Arc<NodeController>) -> Result<Action
     } else {
         None
     };
-    let started = Instant::now();
-    let result = reconcile_inner(&node, &state).await;
-    ctx.metrics
-        .reconciled(NAME, result.is_ok(), started.elapsed());
-    if result.is_ok() {
-        ctx.succeeded(&format!("{NAME}/{}", node.name_any()));
-    }
-    result
+    let key = runner::object_key(NAME, None, &node.name_any());
+    runner::observe(ctx, NAME, &key, reconcile_inner(&node, &state)).await
 }
 
 async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, Error> {

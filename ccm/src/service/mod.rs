@@ -28,6 +28,7 @@ use crate::context::{Ctx, Error};
 use crate::events::Reason;
 use crate::node::decide::{NodeFacts, UNINITIALIZED_TAINT};
 use crate::nodes::NodeEvent;
+use crate::runner;
 use decide::{FINALIZER, FoundLb, LbPlan, TargetNode};
 use elemento_api::provider_id::{self, ProviderId};
 
@@ -228,31 +229,21 @@ pub async fn run(
 }
 
 fn key(svc: &Service) -> String {
-    format!(
-        "{NAME}/{}/{}",
-        svc.namespace().unwrap_or_default(),
-        svc.name_any()
-    )
+    runner::object_key(NAME, svc.namespace().as_deref(), &svc.name_any())
 }
 
 fn error_policy(svc: Arc<Service>, err: &Error, state: Arc<ServiceState>) -> Action {
-    warn!(service = %key(&svc), error = %err, "service reconcile failed");
-    Action::requeue(state.ctx.backoff(&key(&svc)))
+    runner::requeue_after_error(&state.ctx, NAME, &key(&svc), err)
 }
 
 #[instrument(skip_all, fields(service = %key(&svc)))]
 async fn reconcile(svc: Arc<Service>, state: Arc<ServiceState>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&svc, &state).await;
-    state
-        .ctx
-        .metrics
-        .reconciled(NAME, result.is_ok(), started.elapsed());
-    match &result {
-        Ok(_) => state.ctx.succeeded(&key(&svc)),
-        // A create or update may have happened without us seeing the answer.
-        Err(Error::Elemento(e)) if e.is_transient() => state.invalidate().await,
-        Err(_) => {}
+    let result = runner::observe(&state.ctx, NAME, &key(&svc), reconcile_inner(&svc, &state)).await;
+    // A create or update may have happened without us seeing the answer.
+    if let Err(Error::Elemento(e)) = &result
+        && e.is_transient()
+    {
+        state.invalidate().await;
     }
     result
 }
