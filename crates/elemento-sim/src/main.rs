@@ -36,6 +36,13 @@ struct Args {
     /// Seed for fault injection.
     #[arg(long)]
     fault_seed: Option<u64>,
+    /// Serve the inferred load-balancer update route (overrides the scenario's
+    /// `wire.lb_update`); `false` answers 404 as every Elemento source suggests.
+    #[arg(long)]
+    lb_update: Option<bool>,
+    /// The guest disk serial scheme (overrides the scenario's `wire.disk_serial`).
+    #[arg(long, value_parser = ["id_prefix", "name"])]
+    disk_serial: Option<String>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -55,13 +62,22 @@ async fn main() -> anyhow::Result<()> {
         "text" => fmt.init(),
         other => anyhow::bail!("--log-format {other:?}: expected text or json"),
     }
-    let scenario = match &args.scenario {
+    let mut scenario = match &args.scenario {
         Some(p) => scenario::parse(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         )
         .with_context(|| format!("scenario {}", p.display()))?,
         None => scenario::Scenario::default(),
     };
+    if let Some(v) = args.lb_update {
+        scenario.wire.lb_update = v;
+    }
+    if let Some(v) = &args.disk_serial {
+        scenario.wire.disk_serial = match v.as_str() {
+            "name" => scenario::DiskSerial::Name,
+            _ => scenario::DiskSerial::IdPrefix,
+        };
+    }
     if args.host_devices.is_some() && !is_root() {
         anyhow::bail!("--host-devices needs root (it runs losetup)");
     }
