@@ -162,7 +162,9 @@ mod tests {
     fn errors_have_a_kind_for_the_metric() {
         use super::Error;
         let conflict = kube::Error::Api(
-            kube::core::Status::failure("conflict", "Conflict").with_code(409).boxed(),
+            kube::core::Status::failure("conflict", "Conflict")
+                .with_code(409)
+                .boxed(),
         );
         assert_eq!(Error::Kube(conflict).kind(), "kubernetes_conflict");
         let unavailable = elemento_api::ApiError::Unavailable {

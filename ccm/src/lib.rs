@@ -5,6 +5,8 @@
 pub mod config;
 pub mod context;
 pub mod events;
+#[cfg(test)]
+pub mod fixtures;
 pub mod inventory;
 pub mod leader;
 pub mod lifecycle;

@@ -276,3 +276,198 @@ mod tests {
         );
     }
 }
+
+/// The executor against a scripted Kubernetes API and the simulator: one scenario per outcome
+/// (initialize, retry with an event, refresh, leave alone, another cloud's Node).
+#[cfg(test)]
+mod executor_tests {
+    use super::*;
+    use crate::fixtures::{self, ScriptedApi, step};
+    use http::Method;
+    use serde_json::{Value, json};
+
+    const SCENARIO: &str = "vms:\n  - {id: vm-1, name: n1, template: neon, ipv4: 10.0.0.5, server_url: 'https://atomos-1.local:7777'}\n";
+
+    fn node(name: &str, pid: Option<&str>, tainted: bool, addresses: Value, labels: Value) -> Node {
+        let taints = if tainted {
+            json!([{"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}])
+        } else {
+            json!([])
+        };
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "resourceVersion": "1", "labels": labels},
+            "spec": {"providerID": pid, "taints": taints},
+            "status": {"addresses": addresses}
+        }))
+        .expect("node")
+    }
+
+    fn no_volumes() -> Value {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeList", "metadata": {}, "items": []})
+    }
+
+    async fn run(
+        scenario: &str,
+        steps: Vec<fixtures::Step>,
+        n: &Node,
+    ) -> (Result<Action, Error>, ScriptedApi) {
+        let sim = fixtures::simulator(scenario).await;
+        let api = ScriptedApi::new(steps);
+        let ctx = fixtures::ctx(api.client(), &sim);
+        let (store, _writer) = kube::runtime::reflector::store();
+        let controller = NodeController {
+            ctx,
+            store,
+            superseded: Superseded::default(),
+            init_permits: tokio::sync::Semaphore::new(1),
+        };
+        let result = reconcile_inner(n, &controller).await;
+        sim.shutdown().await;
+        (result, api)
+    }
+
+    #[tokio::test]
+    async fn initialize_writes_status_then_identity_labels_and_taints() {
+        let n = node("n1", None, true, json!([]), json!({}));
+        let after_status = node("n1", None, true, json!([]), json!({}));
+        let mut after_status = serde_json::to_value(after_status).expect("json");
+        after_status["metadata"]["resourceVersion"] = json!("2");
+        let (result, api) = run(
+            SCENARIO,
+            vec![
+                step(Method::GET, "/api/v1/persistentvolumes", 200, no_volumes()),
+                step(Method::PATCH, "/api/v1/nodes/n1/status", 200, after_status),
+                step(
+                    Method::PATCH,
+                    "/api/v1/nodes/n1",
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
+                ),
+            ],
+            &n,
+        )
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        api.verify();
+        let seen = api.seen();
+        assert_eq!(
+            seen[1].body["status"]["addresses"][0],
+            json!({"type": "InternalIP", "address": "10.0.0.5"})
+        );
+        let main = &seen[2].body;
+        assert_eq!(main["spec"]["providerID"], "elemento://vm-1");
+        assert_eq!(main["spec"]["taints"], json!([]));
+        assert_eq!(
+            main["metadata"]["resourceVersion"], "2",
+            "guarded by our own status write"
+        );
+        assert_eq!(
+            main["metadata"]["labels"]["topology.kubernetes.io/zone"],
+            "atomos"
+        );
+        assert_eq!(
+            main["metadata"]["labels"]["node.kubernetes.io/instance-type"],
+            "neon"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_vm_means_an_event_and_a_retry_and_no_write() {
+        let n = node("ghost", None, true, json!([]), json!({}));
+        let (result, api) = run(
+            SCENARIO,
+            vec![step(
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/default/events",
+                201,
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"}, "eventTime": "2026-12-02T00:00:00.000000Z"}),
+            )],
+            &n,
+        )
+        .await;
+        assert!(
+            matches!(result, Err(Error::Retry(ref why)) if why.contains("ghost")),
+            "{result:?}"
+        );
+        api.verify();
+        let event = &api.seen()[0].body;
+        assert_eq!(event["reason"], "ElementoVMNotFound");
+        assert_eq!(event["type"], "Warning");
+    }
+
+    #[tokio::test]
+    async fn an_initialized_node_gets_its_addresses_and_labels_refreshed() {
+        let n = node(
+            "n1",
+            Some("elemento://vm-1"),
+            false,
+            json!([{"type": "InternalIP", "address": "10.9.9.9"}]),
+            json!({"topology.kubernetes.io/zone": "atomos-1.local"}),
+        );
+        let ok = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
+        let (result, api) = run(
+            SCENARIO,
+            vec![
+                step(Method::PATCH, "/api/v1/nodes/n1/status", 200, ok.clone()),
+                step(Method::GET, "/api/v1/persistentvolumes", 200, no_volumes()),
+                step(Method::PATCH, "/api/v1/nodes/n1", 200, ok),
+            ],
+            &n,
+        )
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        api.verify();
+        let seen = api.seen();
+        assert_eq!(
+            seen[0].body["status"]["addresses"][0]["address"],
+            "10.0.0.5"
+        );
+        let labels = &seen[2].body["metadata"]["labels"];
+        assert_eq!(labels["topology.kubernetes.io/zone"], "atomos");
+        assert_eq!(labels["node.elemento.cloud/host"], "atomos-1.local");
+    }
+
+    #[tokio::test]
+    async fn an_up_to_date_node_is_left_alone() {
+        let labels = json!({
+            "topology.kubernetes.io/zone": "atomos", "topology.kubernetes.io/region": "elemento",
+            "node.elemento.cloud/provider": "atomos", "node.elemento.cloud/host": "atomos-1.local"
+        });
+        let n = node(
+            "n1",
+            Some("elemento://vm-1"),
+            false,
+            json!([{"type": "InternalIP", "address": "10.0.0.5"}, {"type": "Hostname", "address": "n1"}]),
+            labels,
+        );
+        let (result, api) = run(
+            SCENARIO,
+            vec![step(
+                Method::GET,
+                "/api/v1/persistentvolumes",
+                200,
+                no_volumes(),
+            )],
+            &n,
+        )
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        api.verify();
+    }
+
+    #[tokio::test]
+    async fn another_clouds_node_is_never_touched() {
+        let n = node(
+            "n1",
+            Some("aws:///eu-west-1a/i-1"),
+            true,
+            json!([]),
+            json!({}),
+        );
+        let (result, api) = run(SCENARIO, vec![], &n).await;
+        assert!(result.is_ok(), "{result:?}");
+        api.verify();
+        assert!(api.seen().is_empty());
+    }
+}

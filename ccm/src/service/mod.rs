@@ -685,6 +685,222 @@ async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// The executor against a scripted Kubernetes API and the simulator: create, keep (no call),
+/// replace when the endpoint cannot update, and a name taken by someone else's LB.
+#[cfg(test)]
+mod executor_tests {
+    use super::*;
+    use crate::fixtures::{self, ScriptedApi, step};
+    use http::Method;
+    use kube::runtime::reflector::store::Writer;
+    use serde_json::{Value, json};
+
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+    const SVC: &str = "/api/v1/namespaces/default/services/web";
+
+    fn scenario(lb_update: bool) -> String {
+        format!(
+            "wire: {{lb_update: {lb_update}}}\nvms:\n  - {{id: vm-1, name: n1, template: neon}}\n  - {{id: vm-2, name: n2, template: neon}}\n"
+        )
+    }
+
+    fn service(annotations: Value, finalizers: Value) -> Service {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1", "resourceVersion": "1",
+                         "annotations": annotations, "finalizers": finalizers},
+            "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]}
+        }))
+        .expect("service")
+    }
+
+    fn node(name: &str, vm: &str) -> Node {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name}, "spec": {"providerID": format!("elemento://{vm}")}
+        }))
+        .expect("node")
+    }
+
+    fn event() -> Value {
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"}, "eventTime": "2026-12-02T00:00:00.000000Z"})
+    }
+
+    fn nodes(vms: &[(&str, &str)]) -> (Store<Node>, Writer<Node>) {
+        let (store, mut writer) = kube::runtime::reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for (n, vm) in vms {
+            writer.apply_watcher_event(&watcher::Event::InitApply(node(n, vm)));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        (store, writer)
+    }
+
+    fn state(ctx: Arc<Ctx>, store: Store<Node>) -> ServiceState {
+        ServiceState {
+            ctx,
+            nodes: store,
+            lbs: Mutex::new(LbCache::default()),
+            update_supported: AtomicBool::new(true),
+        }
+    }
+
+    #[tokio::test]
+    async fn create_then_keep_without_a_call() {
+        let sim = fixtures::simulator(&scenario(true)).await;
+        let svc = service(json!({}), json!([]));
+        let ok = serde_json::to_value(&svc).expect("json");
+        let api = ScriptedApi::new(vec![
+            step(Method::PATCH, SVC, 200, ok.clone()),
+            step(Method::POST, EVENTS, 201, event()),
+            step(Method::PATCH, SVC, 200, ok.clone()),
+            step(Method::PATCH, &format!("{SVC}/status"), 200, ok),
+        ]);
+        let (store, _w) = nodes(&[("n1", "vm-1")]);
+        let st = state(fixtures::ctx(api.client(), &sim), store);
+        ensure(&svc, &st).await.expect("create");
+        api.verify();
+        let seen = api.seen();
+        assert_eq!(seen[0].body["metadata"]["finalizers"], json!([FINALIZER]));
+        assert_eq!(seen[1].body["reason"], "EnsuredLoadBalancer");
+        let lbs = st.ctx.api.list_load_balancers().await.expect("lbs");
+        assert_eq!(lbs.len(), 1);
+        assert_eq!(lbs[0].spec.targets, ["vm-1"]);
+        assert_eq!(
+            lbs[0].spec.owner,
+            Some(LbOwner {
+                cluster: "test".into(),
+                service_uid: "u1".into()
+            })
+        );
+        assert_eq!(
+            seen[2].body["metadata"]["annotations"][ANN_LB_ID],
+            lbs[0].id.as_str()
+        );
+        assert_eq!(
+            seen[3].body["status"]["loadBalancer"]["ingress"][0]["ip"],
+            lbs[0].ip.clone().expect("ip").as_str()
+        );
+
+        // The Service as the API now has it: the same desired LB costs no call at all.
+        let svc = service(json!({ANN_LB_ID: lbs[0].id}), json!([FINALIZER]));
+        let mut svc = svc;
+        svc.status = serde_json::from_value(
+            json!({"loadBalancer": {"ingress": [{"ip": lbs[0].ip, "ipMode": "VIP"}]}}),
+        )
+        .expect("status");
+        let again = ScriptedApi::new(vec![]);
+        let st2 = ServiceState {
+            ctx: fixtures::ctx(again.client(), &sim),
+            ..st
+        };
+        ensure(&svc, &st2).await.expect("keep");
+        again.verify();
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn without_an_update_route_a_changed_lb_is_replaced_and_the_old_one_deleted() {
+        let sim = fixtures::simulator(&scenario(false)).await;
+        let first = service(json!({}), json!([]));
+        let ok = serde_json::to_value(&first).expect("json");
+        let setup = ScriptedApi::new(vec![
+            step(Method::PATCH, SVC, 200, ok.clone()),
+            step(Method::POST, EVENTS, 201, event()),
+            step(Method::PATCH, SVC, 200, ok.clone()),
+            step(Method::PATCH, &format!("{SVC}/status"), 200, ok.clone()),
+        ]);
+        let (store, mut writer) = nodes(&[("n1", "vm-1")]);
+        let st = state(fixtures::ctx(setup.client(), &sim), store);
+        ensure(&first, &st).await.expect("create");
+        setup.verify();
+        let old = st
+            .ctx
+            .api
+            .list_load_balancers()
+            .await
+            .expect("lbs")
+            .remove(0);
+
+        // A second Node joins; the endpoint has no update: replace.
+        writer.apply_watcher_event(&watcher::Event::Apply(node("n2", "vm-2")));
+        let svc = service(json!({ANN_LB_ID: old.id}), json!([FINALIZER]));
+        let api = ScriptedApi::new(vec![
+            step(Method::POST, EVENTS, 201, event()),
+            step(Method::PATCH, SVC, 200, ok.clone()),
+            step(Method::PATCH, &format!("{SVC}/status"), 200, ok),
+            step(Method::POST, EVENTS, 201, event()),
+        ]);
+        let st = ServiceState {
+            ctx: fixtures::ctx(api.client(), &sim),
+            ..st
+        };
+        ensure(&svc, &st).await.expect("replace");
+        api.verify();
+        let lbs = st.ctx.api.list_load_balancers().await.expect("lbs");
+        assert_eq!(lbs.len(), 1, "the old LB is deleted: {lbs:?}");
+        let new = &lbs[0];
+        assert_ne!(new.id, old.id);
+        assert_eq!(new.spec.targets, ["vm-1", "vm-2"]);
+        assert!(
+            decide::is_replacement_of(&old.spec.name, &new.spec.name),
+            "{}",
+            new.spec.name
+        );
+        let seen = api.seen();
+        assert_eq!(
+            seen[1].body["metadata"]["annotations"][ANN_LB_ID],
+            new.id.as_str()
+        );
+        assert_eq!(seen[3].body["reason"], "LoadBalancerReplaced");
+        assert!(
+            !st.update_supported.load(Ordering::Relaxed),
+            "update is not tried again"
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_name_taken_by_another_services_lb_changes_nothing() {
+        let sim = fixtures::simulator(&scenario(true)).await;
+        let (store, _w) = nodes(&[("n1", "vm-1")]);
+        let svc = service(
+            json!({"load-balancer.elemento.cloud/name": "shop"}),
+            json!([FINALIZER]),
+        );
+        let api = ScriptedApi::new(vec![step(Method::POST, EVENTS, 201, event())]);
+        let st = state(fixtures::ctx(api.client(), &sim), store);
+        // Someone else's LB named "shop".
+        let theirs = decide::desired_spec(
+            &svc,
+            "shop".into(),
+            &annotations::parse_annotations(&Default::default(), &Default::default())
+                .expect("opts"),
+            vec!["vm-1".into()],
+        )
+        .expect("spec");
+        let theirs = LoadBalancerSpec {
+            owner: Some(LbOwner {
+                cluster: "other".into(),
+                service_uid: "x".into(),
+            }),
+            ..theirs
+        };
+        st.ctx
+            .api
+            .create_load_balancer(&theirs)
+            .await
+            .expect("their LB");
+        ensure(&svc, &st).await.expect("refused, not failed");
+        api.verify();
+        assert_eq!(api.seen()[0].body["reason"], "LoadBalancerNameTaken");
+        let lbs = st.ctx.api.list_load_balancers().await.expect("lbs");
+        assert_eq!(lbs.len(), 1);
+        assert_eq!(lbs[0].spec.owner, theirs.owner, "untouched");
+        sim.shutdown().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
