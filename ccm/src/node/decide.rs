@@ -250,6 +250,60 @@ pub fn labels(
     l
 }
 
+/// What the node controller does with a Node, decided once from what it read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodePlan {
+    /// Another cloud's Node, or an initialized one that is up to date (or whose VM the listing
+    /// lacks: the lifecycle controller decides about that): nothing to write.
+    Leave,
+    /// Initialize it as this VM: the status patch, then the main patch.
+    Initialize { vm_id: String, patch: InitPatch },
+    /// An initialized Node whose addresses or topology labels are out of date.
+    Refresh {
+        status: Option<Value>,
+        labels: Option<Value>,
+    },
+    /// No VM, or several, match an uninitialized Node: it keeps its taint and is retried; the note
+    /// says what was tried.
+    Retry { note: String },
+}
+
+/// The plan for a Node, from the VM listing, the templates and the topology policy.
+pub fn plan(
+    node: &NodeFacts,
+    vms: &[Vm],
+    templates: &[Template],
+    policy: &TopologyPolicy,
+    resource_version: Option<&str>,
+) -> NodePlan {
+    if node.has_taint(UNINITIALIZED_TAINT) {
+        return match find_vm(node, vms) {
+            VmMatch::ByProviderId(vm) | VmMatch::ByName(vm) | VmMatch::ByIp(vm) => {
+                NodePlan::Initialize {
+                    vm_id: vm.id.clone(),
+                    patch: init_patch(node, vm, templates, policy, resource_version),
+                }
+            }
+            VmMatch::Foreign(_) => NodePlan::Leave,
+            VmMatch::NotFound(why) | VmMatch::Ambiguous(why) => NodePlan::Retry {
+                note: format!(
+                    "{why}; the Node keeps the {UNINITIALIZED_TAINT} taint and is retried"
+                ),
+            },
+        };
+    }
+    let ProviderId::Elemento(id) = provider_id::parse(node.provider_id.as_deref()) else {
+        return NodePlan::Leave;
+    };
+    let Some(vm) = vms.iter().find(|v| v.id == id) else {
+        return NodePlan::Leave;
+    };
+    match (address_refresh(node, vm), label_refresh(node, vm, policy)) {
+        (None, None) => NodePlan::Leave,
+        (status, labels) => NodePlan::Refresh { status, labels },
+    }
+}
+
 /// The initialization: a status patch (addresses) and a main patch (providerID, labels, taints
 /// without the uninitialized one, guarded by resourceVersion). The status is written first, so a
 /// Node is never schedulable before it is complete.
@@ -542,6 +596,42 @@ mod tests {
         assert_eq!(
             p.status["status"]["addresses"][0],
             json!({"type": "InternalIP", "address": "10.0.0.1"})
+        );
+    }
+
+    #[test]
+    fn one_plan_per_node_state() {
+        let vms = vec![vm("vm-1", "n1", "10.0.0.1")];
+        let p = policy(&[]);
+        let fresh = node("n1", None, &[]);
+        assert!(
+            matches!(plan(&fresh, &vms, &templates(), &p, None), NodePlan::Initialize { ref vm_id, .. } if vm_id == "vm-1")
+        );
+        let ghost = node("ghost", None, &[]);
+        assert!(
+            matches!(plan(&ghost, &vms, &templates(), &p, None), NodePlan::Retry { ref note } if note.contains("ghost"))
+        );
+        let foreign = node("x", Some("aws:///i-1"), &[]);
+        assert_eq!(
+            plan(&foreign, &vms, &templates(), &p, None),
+            NodePlan::Leave
+        );
+        let mut done = node("n1", Some("elemento://vm-1"), &[]);
+        done.taints.clear();
+        assert!(matches!(
+            plan(&done, &vms, &templates(), &p, None),
+            NodePlan::Refresh {
+                status: Some(_),
+                labels: Some(_)
+            }
+        ));
+        done.addresses = addresses("n1", &vms[0]);
+        done.labels = topology_labels(&vms[0], &p);
+        assert_eq!(plan(&done, &vms, &templates(), &p, None), NodePlan::Leave);
+        assert_eq!(
+            plan(&done, &[], &templates(), &p, None),
+            NodePlan::Leave,
+            "VM gone: the lifecycle's call"
         );
     }
 

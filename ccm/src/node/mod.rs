@@ -18,7 +18,7 @@ use tracing::{debug, info, instrument};
 use crate::context::{Ctx, Error};
 use crate::events::Reason;
 use crate::runner;
-use decide::{NodeFacts, UNINITIALIZED_TAINT, VmMatch};
+use decide::{NodeFacts, NodePlan, UNINITIALIZED_TAINT, VmMatch};
 use elemento_api::provider_id::{self, ProviderId};
 
 const NAME: &str = "cloud-node";
@@ -140,29 +140,51 @@ async fn reconcile(node: Arc<Node>, state: Arc<NodeController>) -> Result<Action
     runner::observe(ctx, NAME, &key, reconcile_inner(&node, &state)).await
 }
 
+/// Gathers what the Node's plan needs (a VM listing; for an initialization also the templates;
+/// the topology policy), decides once, and executes the plan.
 async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let facts = NodeFacts::from_node(node);
-    if !facts.has_taint(UNINITIALIZED_TAINT) {
-        return refresh(node, &facts, ctx).await;
-    }
-    let mut snap = ctx.inventory.vms(INIT_MAX_AGE).await?;
-    if !matches!(
-        decide::find_vm(&facts, &snap.vms),
-        VmMatch::ByProviderId(_) | VmMatch::ByName(_) | VmMatch::ByIp(_) | VmMatch::Foreign(_)
-    ) && snap.taken.elapsed() > INIT_FRESH
-    {
-        snap = ctx.inventory.vms(INIT_FRESH).await?;
-    }
-    let vm = match decide::find_vm(&facts, &snap.vms) {
-        VmMatch::ByProviderId(v) | VmMatch::ByName(v) | VmMatch::ByIp(v) => v.clone(),
-        VmMatch::Foreign(p) => {
-            debug!(provider_id = %p, "Node belongs to another cloud; leaving it alone");
+    let initializing = facts.has_taint(UNINITIALIZED_TAINT);
+    let every = ctx.settings.node_status_update_frequency;
+    let (snap, templates) = if initializing {
+        let mut snap = ctx.inventory.vms(INIT_MAX_AGE).await?;
+        // A VM created a moment ago may be missing from a listing a few seconds old.
+        if !matches!(
+            decide::find_vm(&facts, &snap.vms),
+            VmMatch::ByProviderId(_) | VmMatch::ByName(_) | VmMatch::ByIp(_) | VmMatch::Foreign(_)
+        ) && snap.taken.elapsed() > INIT_FRESH
+        {
+            snap = ctx.inventory.vms(INIT_FRESH).await?;
+        }
+        (snap, ctx.inventory.templates().await)
+    } else {
+        if !matches!(
+            provider_id::parse(facts.provider_id.as_deref()),
+            ProviderId::Elemento(_)
+        ) {
             return Ok(Action::await_change());
         }
-        VmMatch::NotFound(why) | VmMatch::Ambiguous(why) => {
-            let note =
-                format!("{why}; the Node keeps the {UNINITIALIZED_TAINT} taint and is retried");
+        // Half the period: all Nodes refreshing in one period share about two listings.
+        (ctx.inventory.vms(every / 2).await?, Default::default())
+    };
+    if initializing && matches!(decide::find_vm(&facts, &snap.vms), VmMatch::Foreign(_)) {
+        debug!(provider_id = ?facts.provider_id, "Node belongs to another cloud; leaving it alone");
+        return Ok(Action::await_change());
+    }
+    let policy = ctx.topology_policy().await;
+    let plan = decide::plan(
+        &facts,
+        &snap.vms,
+        &templates,
+        &policy,
+        node.metadata.resource_version.as_deref(),
+    );
+    let api: Api<Node> = Api::all(ctx.kube.clone());
+    let pp = PatchParams::default();
+    match plan {
+        NodePlan::Leave => Ok(Action::requeue(every)),
+        NodePlan::Retry { note } => {
             ctx.event(
                 &node.object_ref(&()),
                 Reason::ElementoVmNotFound,
@@ -170,18 +192,36 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
                 note.clone(),
             )
             .await;
-            return Err(Error::Retry(note));
+            Err(Error::Retry(note))
         }
-    };
-    let templates = ctx.inventory.templates().await;
-    let policy = ctx.topology_policy().await;
-    let patch = decide::init_patch(
-        &facts,
-        &vm,
-        &templates,
-        &policy,
-        node.metadata.resource_version.as_deref(),
-    );
+        NodePlan::Refresh { status, labels } => {
+            if let Some(status) = status {
+                api.patch_status(&facts.name, &pp, &Patch::Merge(&status))
+                    .await?;
+                info!("updated node addresses");
+            }
+            if let Some(labels) = labels {
+                api.patch(&facts.name, &pp, &Patch::Merge(&labels)).await?;
+                info!("updated node topology labels");
+            }
+            Ok(Action::requeue(every))
+        }
+        NodePlan::Initialize { vm_id, patch } => {
+            initialize(node, &facts, state, &vm_id, patch).await
+        }
+    }
+}
+
+/// The status patch, then (unless a previous reconcile already finished) the main patch guarded
+/// by the version our own status write produced.
+async fn initialize(
+    node: &Node,
+    facts: &NodeFacts,
+    state: &NodeController,
+    vm_id: &str,
+    patch: decide::InitPatch,
+) -> Result<Action, Error> {
+    let ctx = &state.ctx;
     let api: Api<Node> = Api::all(ctx.kube.clone());
     let pp = PatchParams::default();
     let after_status = api
@@ -214,41 +254,8 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
             ctx.metrics.node_init.observe(d.as_secs_f64());
         }
     }
-    info!(vm = %vm.id, provider_id = %provider_id::format(&vm.id), "initialized node");
+    info!(vm = %vm_id, provider_id = %provider_id::format(vm_id), "initialized node");
     Ok(Action::requeue(ctx.settings.node_status_update_frequency))
-}
-
-async fn refresh(node: &Node, facts: &NodeFacts, ctx: &Ctx) -> Result<Action, Error> {
-    let ProviderId::Elemento(id) = provider_id::parse(facts.provider_id.as_deref()) else {
-        return Ok(Action::await_change());
-    };
-    let every = ctx.settings.node_status_update_frequency;
-    // Half the period: all Nodes refreshing in one period share about two listings.
-    let snap = ctx.inventory.vms(every / 2).await?;
-    let Some(vm) = snap.by_id(&id) else {
-        return Ok(Action::requeue(every));
-    };
-    let api: Api<Node> = Api::all(ctx.kube.clone());
-    if let Some(status) = decide::address_refresh(facts, vm) {
-        api.patch_status(
-            &node.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await?;
-        info!(vm = %id, "updated node addresses");
-    }
-    let policy = ctx.topology_policy().await;
-    if let Some(labels) = decide::label_refresh(facts, vm, &policy) {
-        api.patch(
-            &node.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&labels),
-        )
-        .await?;
-        info!(vm = %id, "updated node topology labels");
-    }
-    Ok(Action::requeue(every))
 }
 
 #[cfg(test)]
@@ -377,12 +384,15 @@ mod executor_tests {
         let n = node("ghost", None, true, json!([]), json!({}));
         let (result, api) = run(
             SCENARIO,
-            vec![step(
+            vec![
+                step(Method::GET, "/api/v1/persistentvolumes", 200, no_volumes()),
+                step(
                 Method::POST,
                 "/apis/events.k8s.io/v1/namespaces/default/events",
                 201,
                 json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"}, "eventTime": "2026-12-02T00:00:00.000000Z"}),
-            )],
+            ),
+            ],
             &n,
         )
         .await;
@@ -391,7 +401,7 @@ mod executor_tests {
             "{result:?}"
         );
         api.verify();
-        let event = &api.seen()[0].body;
+        let event = &api.seen()[1].body;
         assert_eq!(event["reason"], "ElementoVMNotFound");
         assert_eq!(event["type"], "Warning");
     }
@@ -409,8 +419,8 @@ mod executor_tests {
         let (result, api) = run(
             SCENARIO,
             vec![
-                step(Method::PATCH, "/api/v1/nodes/n1/status", 200, ok.clone()),
                 step(Method::GET, "/api/v1/persistentvolumes", 200, no_volumes()),
+                step(Method::PATCH, "/api/v1/nodes/n1/status", 200, ok.clone()),
                 step(Method::PATCH, "/api/v1/nodes/n1", 200, ok),
             ],
             &n,
@@ -420,7 +430,7 @@ mod executor_tests {
         api.verify();
         let seen = api.seen();
         assert_eq!(
-            seen[0].body["status"]["addresses"][0]["address"],
+            seen[1].body["status"]["addresses"][0]["address"],
             "10.0.0.5"
         );
         let labels = &seen[2].body["metadata"]["labels"];
