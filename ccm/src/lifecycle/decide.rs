@@ -43,6 +43,42 @@ pub enum VmState {
     Gone,
 }
 
+/// A VM counts as gone only when absent from two listings taken at least this far apart.
+pub const GONE_CONFIRMATION: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What the listings tell of a Node's VM: its state, or an absence not confirmed yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sighting {
+    State(VmState),
+    /// Missing from the latest listing only: look again after [`GONE_CONFIRMATION`].
+    Unconfirmed,
+}
+
+/// The gone-confirmation, from what was seen and when: the VM's power state when the listing has
+/// it; an empty listing proves nothing (more likely a broken answer than a cloud without VMs);
+/// otherwise gone only when it was already missing from an older listing (`first_miss`: that
+/// listing's generation and the time since) at least [`GONE_CONFIRMATION`] ago.
+pub fn sighting(
+    power: Option<elemento_api::types::PowerState>,
+    listing_empty: bool,
+    generation: u64,
+    first_miss: Option<(u64, std::time::Duration)>,
+) -> Sighting {
+    use elemento_api::types::PowerState;
+    match power {
+        Some(PowerState::Running) => Sighting::State(VmState::Running),
+        Some(PowerState::ShutOff) => Sighting::State(VmState::ShutOff),
+        Some(_) => Sighting::State(VmState::Other),
+        None if listing_empty => Sighting::State(VmState::Other),
+        None => match first_miss {
+            Some((g, since)) if generation > g && since >= GONE_CONFIRMATION => {
+                Sighting::State(VmState::Gone)
+            }
+            _ => Sighting::Unconfirmed,
+        },
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Nothing,
@@ -135,6 +171,42 @@ pub fn is_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_vm_is_gone_only_after_two_listings_apart() {
+        use super::{GONE_CONFIRMATION, Sighting, VmState, sighting};
+        use elemento_api::types::PowerState;
+        use std::time::Duration;
+        let later = GONE_CONFIRMATION + Duration::from_millis(1);
+        assert_eq!(
+            sighting(Some(PowerState::ShutOff), false, 5, None),
+            Sighting::State(VmState::ShutOff)
+        );
+        assert_eq!(
+            sighting(None, true, 5, Some((1, later))),
+            Sighting::State(VmState::Other),
+            "an empty listing proves nothing"
+        );
+        assert_eq!(
+            sighting(None, false, 5, None),
+            Sighting::Unconfirmed,
+            "first miss"
+        );
+        assert_eq!(
+            sighting(None, false, 5, Some((5, later))),
+            Sighting::Unconfirmed,
+            "the same listing twice"
+        );
+        assert_eq!(
+            sighting(None, false, 6, Some((5, Duration::from_millis(500)))),
+            Sighting::Unconfirmed,
+            "too soon"
+        );
+        assert_eq!(
+            sighting(None, false, 6, Some((5, later))),
+            Sighting::State(VmState::Gone)
+        );
+    }
+
     #[test]
     fn shut_off_since_is_rfc3339_and_reads_the_old_unix_form() {
         let t: jiff::Timestamp = "2026-12-02T10:36:49.700Z".parse().unwrap();

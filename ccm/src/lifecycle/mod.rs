@@ -20,12 +20,10 @@ use crate::context::{Ctx, Error};
 use crate::events::Reason;
 use crate::node::decide::NodeFacts;
 use crate::runner;
-use decide::{ANN_SHUT_OFF_SINCE, Decision, VmState};
+use decide::{ANN_SHUT_OFF_SINCE, Decision, GONE_CONFIRMATION, Sighting};
 use elemento_api::provider_id::{self, ProviderId};
 
 const NAME: &str = "cloud-node-lifecycle";
-/// A VM counts as gone only when absent from two listings taken at least this far apart.
-const GONE_CONFIRMATION: Duration = Duration::from_secs(2);
 
 /// VM ids seen missing: listing generation and time of the first miss.
 #[derive(Default)]
@@ -75,35 +73,28 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
     }
     let period = ctx.settings.node_monitor_period;
     let snap = ctx.inventory.vms(period).await?;
-    let vm_state = match snap.by_id(&id) {
-        Some(vm) => {
-            missing
-                .0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            match vm.power {
-                elemento_api::types::PowerState::Running => VmState::Running,
-                elemento_api::types::PowerState::ShutOff => VmState::ShutOff,
-                _ => VmState::Other,
+    let power = snap.by_id(&id).map(|vm| vm.power);
+    // Remember the first listing without the VM; forget it once the VM is seen.
+    let first_miss = {
+        let mut m = missing.0.lock().unwrap_or_else(|p| p.into_inner());
+        match power {
+            Some(_) => {
+                m.remove(&id);
+                None
+            }
+            None if snap.vms.is_empty() => None,
+            None => {
+                let (g, at) = *m
+                    .entry(id.clone())
+                    .or_insert((snap.generation, Instant::now()));
+                Some((g, at.elapsed()))
             }
         }
-        // An empty listing is more likely a broken answer than a cloud with no VMs at all.
-        None if snap.vms.is_empty() => VmState::Other,
-        None => {
-            let first = *missing
-                .0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(id.clone())
-                .or_insert((snap.generation, Instant::now()));
-            if snap.generation > first.0 && first.1.elapsed() >= GONE_CONFIRMATION {
-                VmState::Gone
-            } else {
-                // Confirm with a fresh listing shortly.
-                return Ok(Action::requeue(GONE_CONFIRMATION));
-            }
-        }
+    };
+    let vm_state = match decide::sighting(power, snap.vms.is_empty(), snap.generation, first_miss) {
+        Sighting::State(s) => s,
+        // Confirm with a fresh listing shortly.
+        Sighting::Unconfirmed => return Ok(Action::requeue(GONE_CONFIRMATION)),
     };
     let now = jiff::Timestamp::now();
     let off_for = node
