@@ -97,7 +97,13 @@ pub struct ServiceState {
     /// Cleared when the endpoint shows it has no update route (no Elemento source has one,
     /// reference §8.1); from then on a changed LB is replaced instead (`replace_lb`).
     update_supported: AtomicBool,
+    /// Until when a "yes" from `cancreate` is trusted for further creates (a burst of new
+    /// Services asks once, not once per LB); any failed create forgets it.
+    can_create_until: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long a "yes" from `cancreate` stands for the next creates.
+const CAN_CREATE_TTL: Duration = Duration::from_secs(10);
 
 impl ServiceState {
     /// The cache, listed again when missing or older than the TTL.
@@ -213,6 +219,7 @@ pub async fn run(
         nodes: nodes.clone(),
         lbs: Mutex::new(LbCache::default()),
         update_supported: AtomicBool::new(true),
+        can_create_until: std::sync::Mutex::new(None),
     });
     let api: Api<Service> = Api::all(ctx.kube.clone());
     Controller::new(api, watcher::Config::default())
@@ -467,7 +474,17 @@ async fn create_lb(
     desired: &LoadBalancerSpec,
 ) -> Result<CachedLb, Error> {
     let ctx = &state.ctx;
-    match ctx.api.can_create_load_balancer(desired).await {
+    let recent_yes = state
+        .can_create_until
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some_and(|until| Instant::now() < until);
+    let asked = if recent_yes {
+        Ok(elemento_api::types::CanCreate::default())
+    } else {
+        ctx.api.can_create_load_balancer(desired).await
+    };
+    match asked {
         Ok(answer) if !answer.possible() => {
             let servers = serde_json::to_string(&answer.servers).unwrap_or_default();
             ctx.event(
@@ -486,11 +503,27 @@ async fn create_lb(
                 desired.name
             )));
         }
-        Ok(_) => {}
+        Ok(_) if recent_yes => {}
+        Ok(_) => {
+            *state
+                .can_create_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + CAN_CREATE_TTL);
+        }
         Err(e) if e.is_unsupported() || e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
-    let lb = ctx.api.create_load_balancer(desired).await?;
+    let lb = match ctx.api.create_load_balancer(desired).await {
+        Ok(lb) => lb,
+        Err(e) => {
+            // The cloud may have filled up since it said yes: ask again next time.
+            *state
+                .can_create_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+            return Err(e.into());
+        }
+    };
     state.lbs.lock().await.put(&lb);
     info!(lb = %lb.id, name = %desired.name, ip = ?lb.ip, "created load balancer");
     let note = format!(
@@ -742,6 +775,7 @@ mod executor_tests {
             nodes: store,
             lbs: Mutex::new(LbCache::default()),
             update_supported: AtomicBool::new(true),
+            can_create_until: std::sync::Mutex::new(None),
         }
     }
 

@@ -611,7 +611,16 @@ impl Client {
         let id = created
             .service_uuid
             .ok_or_else(|| decode_err(&routes::LB_CREATE, "the answer has no service_uuid"))?;
-        self.load_balancer(&id).await
+        // The known answer has billing fields and the id only [M]; should it carry the record
+        // (address included), the read-back is saved.
+        match decode_one::<LbRecordWire>(&routes::LB_CREATE, &r, None)
+            .ok()
+            .and_then(LbRecordWire::normalise)
+            .filter(|lb| lb.id == id && lb.ip.is_some())
+        {
+            Some(lb) => Ok(lb),
+            None => self.load_balancer(&id).await,
+        }
     }
 
     /// One load balancer (`GET running/{uuid}`; there is no `info` route).
@@ -652,8 +661,17 @@ impl Client {
             service_uuid: id,
             req: spec,
         };
-        self.call(&routes::LB_UPDATE, &[], Some(&body)).await?;
-        self.load_balancer(id).await
+        let r = self.call(&routes::LB_UPDATE, &[], Some(&body)).await?;
+        // The answer is read as the updated record when it is one (one call); otherwise the LB is
+        // read back.
+        match decode_one::<LbRecordWire>(&routes::LB_UPDATE, &r, Some("service"))
+            .ok()
+            .and_then(LbRecordWire::normalise)
+            .filter(|lb| lb.id == id)
+        {
+            Some(lb) => Ok(lb),
+            None => self.load_balancer(id).await,
+        }
     }
 
     /// Deletes a load balancer; `Ok(false)` when it was already gone.
