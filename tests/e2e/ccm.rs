@@ -718,6 +718,20 @@ async fn event_with(env: &CcmEnv, svc: &str, reason: &str) -> Value {
     .await
 }
 
+/// Creates the LoadBalancer Service `web` with `ports` and waits for its first ingress address.
+async fn create_web(svcs: &Api<Service>, ports: &Value) -> String {
+    svcs.create(
+        &PostParams::default(),
+        &svc("web", ports.clone(), json!({}), None),
+    )
+    .await
+    .unwrap();
+    wait_for("web's ingress", T, || async {
+        svcs.get("web").await.ok().and_then(|s| ingress_ip(&s))
+    })
+    .await
+}
+
 async fn lb_named(env: &CcmEnv, name: &str) -> Option<Value> {
     lbs(env).await.into_iter().find(|l| l["name"] == name)
 }
@@ -735,16 +749,7 @@ async fn load_balancers_are_never_leaked_taken_over_or_left_dead() {
     let (_ccm, _) = env.start_ccm("ccm-own", &[]);
     let pp = PatchParams::default();
     let port = json!([{"name": "http", "port": 80, "protocol": "TCP"}]);
-    svcs.create(
-        &PostParams::default(),
-        &svc("web", port.clone(), json!({}), None),
-    )
-    .await
-    .unwrap();
-    let first = wait_for("web's ingress", T, || async {
-        svcs.get("web").await.ok().and_then(|s| ingress_ip(&s))
-    })
-    .await;
+    let first = create_web(&svcs, &port).await;
     let uid = svcs.get("web").await.unwrap().metadata.uid.unwrap();
     let marker = json!({"cluster": "e2e", "service_uid": uid});
     assert_eq!(lbs(&env).await[0]["owner"], marker, "the ownership marker");
@@ -888,16 +893,7 @@ async fn load_balancers_are_replaced_when_the_endpoint_cannot_update() {
     let svcs: Api<Service> = Api::namespaced(env.kube.clone(), &env.ns.name);
     let (_ccm, _) = env.start_ccm("ccm-noupd", &[]);
     let port = json!([{"name": "http", "port": 80, "protocol": "TCP"}]);
-    svcs.create(
-        &PostParams::default(),
-        &svc("web", port.clone(), json!({}), None),
-    )
-    .await
-    .unwrap();
-    let first = wait_for("web's ingress", T, || async {
-        svcs.get("web").await.ok().and_then(|s| ingress_ip(&s))
-    })
-    .await;
+    let first = create_web(&svcs, &port).await;
     let base = lbs(&env).await[0]["name"].as_str().unwrap().to_string();
 
     // A Node joins: the targets change, the update probe answers 404, the LB is replaced.
