@@ -642,10 +642,12 @@ impl Client {
     /// shape are skipped.
     pub async fn list_load_balancers(&self) -> Result<Vec<LoadBalancer>, ApiError> {
         let r = self.get(&routes::LB_RUNNING).await?;
-        Ok(decode_list::<LbRecordWire>(&routes::LB_RUNNING, &r)?
-            .into_iter()
-            .filter_map(LbRecordWire::normalise)
-            .collect())
+        decode_list_with(
+            &routes::LB_RUNNING,
+            r.status,
+            &r.body,
+            LbRecordWire::normalise,
+        )
     }
 
     /// Replaces listeners, targets and settings of a load balancer, keeping its address [I]: no
@@ -725,8 +727,42 @@ pub(crate) fn decode_list_bytes<W: DeserializeOwned>(
     status: u16,
     body: &[u8],
 ) -> Result<Vec<W>, ApiError> {
+    decode_list_with(route, status, body, Some)
+}
+
+/// [`decode_list_bytes`], turning each item into `T` as soon as it is decoded (`None` skips it):
+/// NDJSON lines go straight from text to `W` to `T`, so a long listing (LBs with a target per
+/// Node) never exists as a whole JSON tree.
+pub(crate) fn decode_list_with<W: DeserializeOwned, T>(
+    route: &Route,
+    status: u16,
+    body: &[u8],
+    mut into: impl FnMut(W) -> Option<T>,
+) -> Result<Vec<T>, ApiError> {
     if status == 204 || body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
+    }
+    let (mut total, mut out) = (0usize, Vec::new());
+    let finish = |total: usize, out: Vec<T>| {
+        if out.len() < total {
+            warn!(
+                route = route.name,
+                skipped = total - out.len(),
+                "skipped list items that do not decode"
+            );
+        }
+        Ok(out)
+    };
+    // A JSON array (the common answer): each item is decoded from its own text, so a long
+    // listing never exists as one JSON tree next to its decoded form.
+    if let Ok(raw) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) {
+        total = raw.len();
+        for item in raw {
+            if let Ok(w) = serde_json::from_str::<W>(item.get()) {
+                out.extend(into(w));
+            }
+        }
+        return finish(total, out);
     }
     let items: Vec<Value> = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(a)) => a,
@@ -743,29 +779,27 @@ pub(crate) fn decode_list_bytes<W: DeserializeOwned>(
         Ok(other) => return Err(decode_err(route, format!("expected a list, got {other}"))),
         Err(_) => {
             let text = String::from_utf8_lossy(body);
-            let mut out = Vec::new();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                out.push(
-                    serde_json::from_str(line)
-                        .map_err(|e| decode_err(route, format!("neither JSON nor NDJSON: {e}")))?,
-                );
+                total += 1;
+                match serde_json::from_str::<W>(line) {
+                    Ok(w) => out.extend(into(w)),
+                    // Valid JSON of another shape: skipped like a bad array item.
+                    Err(e) if e.is_data() => {}
+                    Err(e) => {
+                        return Err(decode_err(route, format!("neither JSON nor NDJSON: {e}")));
+                    }
+                }
             }
-            out
+            Vec::new()
         }
     };
-    let total = items.len();
-    let decoded: Vec<W> = items
-        .into_iter()
-        .filter_map(|v| serde_json::from_value(v).ok())
-        .collect();
-    if decoded.len() < total {
-        warn!(
-            route = route.name,
-            skipped = total - decoded.len(),
-            "skipped list items that do not decode"
-        );
+    total += items.len();
+    for v in items {
+        if let Ok(w) = serde_json::from_value::<W>(v) {
+            out.extend(into(w));
+        }
     }
-    Ok(decoded)
+    finish(total, out)
 }
 
 /// A wrapper holds exactly one array and nothing structured besides (a record has nested objects
