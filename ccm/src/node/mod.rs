@@ -147,6 +147,15 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
     let facts = NodeFacts::from_node(node);
     let initializing = facts.has_taint(UNINITIALIZED_TAINT);
     let every = ctx.settings.node_status_update_frequency;
+    // Another cloud's Node, or an initialized one without our providerID: nothing to read.
+    match provider_id::parse(facts.provider_id.as_deref()) {
+        ProviderId::Foreign(p) => {
+            debug!(provider_id = %p, "Node belongs to another cloud; leaving it alone");
+            return Ok(Action::await_change());
+        }
+        ProviderId::Unset if !initializing => return Ok(Action::await_change()),
+        _ => {}
+    }
     let (snap, templates) = if initializing {
         let mut snap = ctx.inventory.vms(INIT_MAX_AGE).await?;
         // A VM created a moment ago may be missing from a listing a few seconds old.
@@ -159,19 +168,9 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
         }
         (snap, ctx.inventory.templates().await)
     } else {
-        if !matches!(
-            provider_id::parse(facts.provider_id.as_deref()),
-            ProviderId::Elemento(_)
-        ) {
-            return Ok(Action::await_change());
-        }
         // Half the period: all Nodes refreshing in one period share about two listings.
         (ctx.inventory.vms(every / 2).await?, Default::default())
     };
-    if initializing && matches!(decide::find_vm(&facts, &snap.vms), VmMatch::Foreign(_)) {
-        debug!(provider_id = ?facts.provider_id, "Node belongs to another cloud; leaving it alone");
-        return Ok(Action::await_change());
-    }
     let policy = ctx.topology_policy().await;
     let plan = decide::plan(
         &facts,

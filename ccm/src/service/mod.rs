@@ -130,6 +130,24 @@ impl ServiceState {
     }
 }
 
+impl ServiceState {
+    /// Whether `cancreate` said yes less than [`CAN_CREATE_TTL`] ago.
+    fn can_create_recently(&self) -> bool {
+        self.can_create_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Remembers a yes for [`CAN_CREATE_TTL`], or forgets it.
+    fn remember_can_create(&self, yes: bool) {
+        *self
+            .can_create_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = yes.then(|| Instant::now() + CAN_CREATE_TTL);
+    }
+}
+
 impl LbCache {
     fn get(&self, name: &str) -> Option<&CachedLb> {
         self.by_name.as_ref().and_then(|(m, _)| m.get(name))
@@ -474,11 +492,7 @@ async fn create_lb(
     desired: &LoadBalancerSpec,
 ) -> Result<CachedLb, Error> {
     let ctx = &state.ctx;
-    let recent_yes = state
-        .can_create_until
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .is_some_and(|until| Instant::now() < until);
+    let recent_yes = state.can_create_recently();
     let asked = if recent_yes {
         Ok(elemento_api::types::CanCreate::default())
     } else {
@@ -504,12 +518,7 @@ async fn create_lb(
             )));
         }
         Ok(_) if recent_yes => {}
-        Ok(_) => {
-            *state
-                .can_create_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + CAN_CREATE_TTL);
-        }
+        Ok(_) => state.remember_can_create(true),
         Err(e) if e.is_unsupported() || e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
@@ -517,10 +526,7 @@ async fn create_lb(
         Ok(lb) => lb,
         Err(e) => {
             // The cloud may have filled up since it said yes: ask again next time.
-            *state
-                .can_create_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = None;
+            state.remember_can_create(false);
             return Err(e.into());
         }
     };
