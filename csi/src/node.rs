@@ -51,7 +51,7 @@ impl NodeTopology {
                 let node = nodes.get(name).await.map_err(|e| {
                     CsiError::Unavailable(format!("reading Node {name} for its topology: {e}"))
                 })?;
-                let labels = node.metadata.labels.unwrap_or_default();
+                let labels = elemento_api::node::NodeView::from_node(&node).labels;
                 let segments = [TOPOLOGY_ZONE, TOPOLOGY_REGION]
                     .iter()
                     .filter_map(|k| labels.get(*k).map(|v| (k.to_string(), v.clone())))

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -211,15 +212,21 @@ pub fn node_object(
     provider_id: Option<&str>,
     uninitialized: bool,
 ) -> Node {
-    let taints = if uninitialized {
-        json!([{"key": UNINITIALIZED, "value": "true", "effect": "NoSchedule"}])
-    } else {
-        json!([])
-    };
-    let mut spec = json!({"taints": taints});
-    if let Some(p) = provider_id {
-        spec["providerID"] = json!(p);
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            provider_id: provider_id.map(String::from),
+            taints: Some(if uninitialized {
+                vec![elemento_api::node::uninitialized_taint()]
+            } else {
+                vec![]
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
-    serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "spec": spec}))
-        .expect("node")
 }

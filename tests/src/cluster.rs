@@ -221,10 +221,10 @@ impl Cluster {
     pub fn wait_node_initialized(&self, timeout: Duration) -> Value {
         wait_until("the Node initialized by the CCM", timeout, || {
             let n = self.get_json(&["node", &self.node]);
-            let tainted = n["spec"]["taints"]
-                .as_array()
-                .is_some_and(|ts| ts.iter().any(|t| t["key"] == crate::ccm::UNINITIALIZED));
-            (!tainted && n["spec"]["providerID"].is_string()).then_some(n)
+            let view = serde_json::from_value(n.clone())
+                .map(|node| elemento_api::node::NodeView::from_node(&node))
+                .ok()?;
+            (!view.is_uninitialized() && view.provider_id.is_some()).then_some(n)
         })
     }
 

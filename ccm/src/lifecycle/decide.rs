@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
-use crate::node::decide::NodeFacts;
+use elemento_api::node::{NodeView, Taint, taint};
 
 pub use elemento_api::taints::{
     OUT_OF_SERVICE as OUT_OF_SERVICE_TAINT, SHUTDOWN as SHUTDOWN_TAINT,
@@ -85,40 +83,44 @@ pub enum Decision {
     DeleteNode,
     /// Replace the taints (and set or clear the shut-off-since annotation).
     SetTaints {
-        taints: Vec<Value>,
+        taints: Vec<Taint>,
         shut_off_since: Option<Option<String>>,
     },
 }
 
-fn shutdown_taint() -> Value {
-    json!({"key": SHUTDOWN_TAINT, "effect": "NoSchedule"})
+fn shutdown_taint() -> Taint {
+    taint(SHUTDOWN_TAINT, None, "NoSchedule")
 }
 
-fn oos_taint() -> Value {
-    json!({"key": OUT_OF_SERVICE_TAINT, "value": OUT_OF_SERVICE_VALUE, "effect": "NoExecute"})
+fn oos_taint() -> Taint {
+    taint(
+        OUT_OF_SERVICE_TAINT,
+        Some(OUT_OF_SERVICE_VALUE),
+        "NoExecute",
+    )
 }
 
-fn ours(t: &Value) -> bool {
-    t["key"] == SHUTDOWN_TAINT
-        || (t["key"] == OUT_OF_SERVICE_TAINT && t["value"] == OUT_OF_SERVICE_VALUE)
+/// Our out-of-service taint (never one an operator added: its value differs).
+fn is_our_oos(t: &Taint) -> bool {
+    t.key == OUT_OF_SERVICE_TAINT && t.value.as_deref() == Some(OUT_OF_SERVICE_VALUE)
+}
+
+fn ours(t: &Taint) -> bool {
+    t.key == SHUTDOWN_TAINT || is_our_oos(t)
 }
 
 /// `off_for`: how long the VM has been seen shut off (from the annotation); `now` formats a new
 /// annotation. `out_of_service_after`: None = feature off.
 pub fn decide(
-    node: &NodeFacts,
-    ready: bool,
+    node: &NodeView,
     vm: VmState,
     off_for: Option<Duration>,
     out_of_service_after: Option<Duration>,
     now: &str,
 ) -> Decision {
     let has_shutdown = node.has_taint(SHUTDOWN_TAINT);
-    let has_oos = node
-        .taints
-        .iter()
-        .any(|t| t["key"] == OUT_OF_SERVICE_TAINT && t["value"] == OUT_OF_SERVICE_VALUE);
-    let others: Vec<Value> = node.taints.iter().filter(|t| !ours(t)).cloned().collect();
+    let has_oos = node.taints.iter().any(is_our_oos);
+    let others: Vec<Taint> = node.taints.iter().filter(|t| !ours(t)).cloned().collect();
     let clear = |has: bool| {
         if has || has_oos {
             Decision::SetTaints {
@@ -129,7 +131,7 @@ pub fn decide(
             Decision::Nothing
         }
     };
-    if ready {
+    if node.ready {
         return clear(has_shutdown);
     }
     match vm {
@@ -158,15 +160,6 @@ pub fn decide(
             }
         }
     }
-}
-
-/// Whether the Node's Ready condition is True.
-pub fn is_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True")
 }
 
 #[cfg(test)]
@@ -224,33 +217,37 @@ mod tests {
 
     use super::*;
 
-    fn node(taints: Vec<Value>) -> NodeFacts {
-        NodeFacts {
+    fn node(taints: Vec<Taint>) -> NodeView {
+        NodeView {
             name: "n".into(),
             taints,
             ..Default::default()
         }
+    }
+
+    /// The Node with its Ready condition as given.
+    fn ready(n: &NodeView, ready: bool) -> NodeView {
+        NodeView { ready, ..n.clone() }
     }
     const NOW: &str = "2026-01-01T00:00:00Z";
 
     #[test]
     fn gone_deletes_only_when_not_ready() {
         assert_eq!(
-            decide(&node(vec![]), false, VmState::Gone, None, None, NOW),
+            decide(&ready(&node(vec![]), false), VmState::Gone, None, None, NOW),
             Decision::DeleteNode
         );
         assert_eq!(
-            decide(&node(vec![]), true, VmState::Gone, None, None, NOW),
+            decide(&ready(&node(vec![]), true), VmState::Gone, None, None, NOW),
             Decision::Nothing
         );
     }
 
     #[test]
     fn shut_off_taints_and_running_untaints() {
-        let keep = json!({"key": "user", "effect": "NoSchedule"});
+        let keep = taint("user", None, "NoSchedule");
         let d = decide(
-            &node(vec![keep.clone()]),
-            false,
+            &ready(&node(vec![keep.clone()]), false),
             VmState::ShutOff,
             None,
             None,
@@ -266,8 +263,7 @@ mod tests {
         let tainted = node(vec![keep.clone(), shutdown_taint()]);
         assert_eq!(
             decide(
-                &tainted,
-                false,
+                &ready(&tainted, false),
                 VmState::ShutOff,
                 Some(Duration::from_secs(5)),
                 None,
@@ -276,21 +272,21 @@ mod tests {
             Decision::Nothing
         );
         assert_eq!(
-            decide(&tainted, false, VmState::Running, None, None, NOW),
+            decide(&ready(&tainted, false), VmState::Running, None, None, NOW),
             Decision::SetTaints {
                 taints: vec![keep.clone()],
                 shut_off_since: Some(None)
             }
         );
         assert_eq!(
-            decide(&tainted, true, VmState::Other, None, None, NOW),
+            decide(&ready(&tainted, true), VmState::Other, None, None, NOW),
             Decision::SetTaints {
                 taints: vec![keep],
                 shut_off_since: Some(None)
             }
         );
         assert_eq!(
-            decide(&tainted, false, VmState::Other, None, None, NOW),
+            decide(&ready(&tainted, false), VmState::Other, None, None, NOW),
             Decision::Nothing
         );
     }
@@ -301,8 +297,7 @@ mod tests {
         let tainted = node(vec![shutdown_taint()]);
         assert_eq!(
             decide(
-                &tainted,
-                false,
+                &ready(&tainted, false),
                 VmState::ShutOff,
                 Some(Duration::from_secs(30)),
                 after,
@@ -312,8 +307,7 @@ mod tests {
         );
         assert_eq!(
             decide(
-                &tainted,
-                false,
+                &ready(&tainted, false),
                 VmState::ShutOff,
                 Some(Duration::from_secs(61)),
                 after,
@@ -324,11 +318,10 @@ mod tests {
                 shut_off_since: None
             }
         );
-        let operators =
-            json!({"key": OUT_OF_SERVICE_TAINT, "value": "nodeshutdown", "effect": "NoExecute"});
+        let operators = taint(OUT_OF_SERVICE_TAINT, Some("nodeshutdown"), "NoExecute");
         let n = node(vec![operators.clone(), shutdown_taint(), oos_taint()]);
         assert_eq!(
-            decide(&n, false, VmState::Running, None, after, NOW),
+            decide(&ready(&n, false), VmState::Running, None, after, NOW),
             Decision::SetTaints {
                 taints: vec![operators],
                 shut_off_since: Some(None)

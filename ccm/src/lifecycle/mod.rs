@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::Store;
@@ -18,10 +19,10 @@ use tracing::{info, instrument};
 
 use crate::context::{Ctx, Error};
 use crate::events::Reason;
-use crate::node::decide::NodeFacts;
 use crate::runner;
 use decide::{ANN_SHUT_OFF_SINCE, Decision, GONE_CONFIRMATION, Sighting};
-use elemento_api::provider_id::{self, ProviderId};
+use elemento_api::node::NodeView;
+use elemento_api::provider_id::ProviderId;
 
 const NAME: &str = "cloud-node-lifecycle";
 
@@ -60,12 +61,12 @@ async fn reconcile(node: Arc<Node>, state: State) -> Result<Action, Error> {
 }
 
 async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Action, Error> {
-    let facts = NodeFacts::from_node(node);
+    let facts = NodeView::from_node(node);
     // Never touch a Node of another cloud, or one not initialized yet.
-    let ProviderId::Elemento(id) = provider_id::parse(facts.provider_id.as_deref()) else {
+    let ProviderId::Elemento(id) = facts.provider() else {
         return Ok(Action::await_change());
     };
-    let ready = decide::is_ready(node);
+    let ready = facts.ready;
     let ours =
         facts.has_taint(decide::SHUTDOWN_TAINT) || facts.has_taint(decide::OUT_OF_SERVICE_TAINT);
     if ready && !ours {
@@ -97,14 +98,13 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
         Sighting::Unconfirmed => return Ok(Action::requeue(GONE_CONFIRMATION)),
     };
     let now = jiff::Timestamp::now();
-    let off_for = node
-        .annotations()
+    let off_for = facts
+        .annotations
         .get(ANN_SHUT_OFF_SINCE)
         .and_then(|s| decide::parse_shut_off_since(s))
         .map(|since| Duration::from_secs(now.as_second().saturating_sub(since).max(0) as u64));
     let decision = decide::decide(
         &facts,
-        ready,
         vm_state,
         off_for,
         ctx.settings.out_of_service_after,
@@ -145,10 +145,19 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
             taints,
             shut_off_since,
         } => {
-            let mut patch = json!({
-                "metadata": {"resourceVersion": node.metadata.resource_version},
-                "spec": {"taints": taints},
-            });
+            let mut patch = serde_json::to_value(Node {
+                metadata: ObjectMeta {
+                    resource_version: facts.resource_version.clone(),
+                    ..Default::default()
+                },
+                spec: Some(NodeSpec {
+                    taints: Some(taints),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .map_err(|e| Error::Retry(format!("encoding the taint patch: {e}")))?;
+            // Set, or removed with a merge-patch null (which a typed map cannot hold).
             if let Some(since) = shut_off_since {
                 patch["metadata"]["annotations"] = json!({ ANN_SHUT_OFF_SINCE: since });
             }

@@ -4,8 +4,11 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use elemento_api::types::{Template, Vm};
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+pub use elemento_api::node::NodeView;
+use elemento_api::node::{EXTERNAL_IP, HOSTNAME, INTERNAL_IP, Node, NodeAddress, Taint, address};
 use elemento_api::provider_id::{self, ProviderId};
 
 pub use elemento_api::taints::UNINITIALIZED as UNINITIALIZED_TAINT;
@@ -14,53 +17,6 @@ use elemento_api::topology::{
     self, LABEL_HOST, LABEL_INSTANCE_TYPE, LABEL_INSTANCE_TYPE_BETA, LABEL_PROVIDER, LABEL_REGION,
     LABEL_ZONE,
 };
-
-/// What the node controller needs to know about a Node.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NodeFacts {
-    pub name: String,
-    pub provider_id: Option<String>,
-    /// The Node's InternalIP then ExternalIP addresses (the kubelet may report either).
-    pub node_ips: Vec<Ipv4Addr>,
-    pub labels: BTreeMap<String, String>,
-    pub addresses: Vec<(String, String)>,
-    pub taints: Vec<Value>,
-}
-
-impl NodeFacts {
-    pub fn from_node(node: &k8s_openapi::api::core::v1::Node) -> Self {
-        let spec = node.spec.clone().unwrap_or_default();
-        let addresses: Vec<(String, String)> = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| (a.type_, a.address))
-            .collect();
-        Self {
-            name: node.metadata.name.clone().unwrap_or_default(),
-            provider_id: spec.provider_id.clone(),
-            node_ips: ["InternalIP", "ExternalIP"]
-                .iter()
-                .flat_map(|kind| addresses.iter().filter(move |(t, _)| t == kind))
-                .filter_map(|(_, a)| a.parse().ok())
-                .collect(),
-            labels: node.metadata.labels.clone().unwrap_or_default(),
-            addresses,
-            taints: spec
-                .taints
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|t| serde_json::to_value(t).ok())
-                .collect(),
-        }
-    }
-
-    pub fn has_taint(&self, key: &str) -> bool {
-        self.taints.iter().any(|t| t["key"] == key)
-    }
-}
 
 /// How a Node was matched to a VM, or why it was not.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,9 +34,9 @@ pub enum VmMatch<'a> {
 
 /// providerID first, then VM name == Node name, then a Node address == one of the VM's (its
 /// address or its private one).
-pub fn find_vm<'a>(node: &NodeFacts, vms: &'a [Vm]) -> VmMatch<'a> {
+pub fn find_vm<'a>(node: &NodeView, vms: &'a [Vm]) -> VmMatch<'a> {
     let mut tried = vec![];
-    match provider_id::parse(node.provider_id.as_deref()) {
+    match node.provider() {
         ProviderId::Foreign(p) => return VmMatch::Foreign(p),
         ProviderId::Elemento(id) => {
             return match vms.iter().find(|v| v.id == id) {
@@ -109,10 +65,11 @@ pub fn find_vm<'a>(node: &NodeFacts, vms: &'a [Vm]) -> VmMatch<'a> {
             ));
         }
     }
-    if node.node_ips.is_empty() {
+    let ips = node.ips();
+    if ips.is_empty() {
         tried.push("Node address (the Node has none)".into());
     }
-    for ip in &node.node_ips {
+    for ip in &ips {
         let by_ip: Vec<&Vm> = vms
             .iter()
             .filter(|v| v.ipv4 == Some(*ip) || v.private_ipv4 == Some(*ip))
@@ -168,34 +125,25 @@ fn is_public(ip: Ipv4Addr) -> bool {
 /// address, ExternalIP = its other one. A VM with one address: InternalIP = it, and ExternalIP =
 /// the same when it is public. No address yet (`network_config: null`): Hostname only.
 /// Hostname = the Node name.
-pub fn addresses(node_name: &str, vm: &Vm) -> Vec<(String, String)> {
+pub fn addresses(node_name: &str, vm: &Vm) -> Vec<NodeAddress> {
     let mut out = vec![];
     match (vm.private_ipv4, vm.ipv4) {
         (Some(private), public) => {
-            out.push(("InternalIP".into(), private.to_string()));
+            out.push(address(INTERNAL_IP, private.to_string()));
             if let Some(p) = public.filter(|p| *p != private) {
-                out.push(("ExternalIP".into(), p.to_string()));
+                out.push(address(EXTERNAL_IP, p.to_string()));
             }
         }
         (None, Some(ip)) => {
-            out.push(("InternalIP".into(), ip.to_string()));
+            out.push(address(INTERNAL_IP, ip.to_string()));
             if is_public(ip) {
-                out.push(("ExternalIP".into(), ip.to_string()));
+                out.push(address(EXTERNAL_IP, ip.to_string()));
             }
         }
         (None, None) => {}
     }
-    out.push(("Hostname".into(), node_name.to_string()));
+    out.push(address(HOSTNAME, node_name));
     out
-}
-
-pub fn addresses_json(addrs: &[(String, String)]) -> Value {
-    Value::Array(
-        addrs
-            .iter()
-            .map(|(t, a)| json!({"type": t, "address": a}))
-            .collect(),
-    )
 }
 
 /// Where Nodes are, as the CCM labels them: the configured default region, and the region
@@ -258,10 +206,10 @@ pub enum NodePlan {
     Leave,
     /// Initialize it as this VM: the status patch, then the main patch.
     Initialize { vm_id: String, patch: InitPatch },
-    /// An initialized Node whose addresses or topology labels are out of date.
+    /// An initialized Node whose addresses or topology labels are out of date: the new ones.
     Refresh {
-        status: Option<Value>,
-        labels: Option<Value>,
+        addresses: Option<Vec<NodeAddress>>,
+        labels: Option<BTreeMap<String, String>>,
     },
     /// No VM, or several, match an uninitialized Node: it keeps its taint and is retried; the note
     /// says what was tried.
@@ -270,18 +218,17 @@ pub enum NodePlan {
 
 /// The plan for a Node, from the VM listing, the templates and the topology policy.
 pub fn plan(
-    node: &NodeFacts,
+    node: &NodeView,
     vms: &[Vm],
     templates: &[Template],
     policy: &TopologyPolicy,
-    resource_version: Option<&str>,
 ) -> NodePlan {
-    if node.has_taint(UNINITIALIZED_TAINT) {
+    if node.is_uninitialized() {
         return match find_vm(node, vms) {
             VmMatch::ByProviderId(vm) | VmMatch::ByName(vm) | VmMatch::ByIp(vm) => {
                 NodePlan::Initialize {
                     vm_id: vm.id.clone(),
-                    patch: init_patch(node, vm, templates, policy, resource_version),
+                    patch: init_patch(node, vm, templates, policy),
                 }
             }
             VmMatch::Foreign(_) => NodePlan::Leave,
@@ -292,7 +239,7 @@ pub fn plan(
             },
         };
     }
-    let ProviderId::Elemento(id) = provider_id::parse(node.provider_id.as_deref()) else {
+    let ProviderId::Elemento(id) = node.provider() else {
         return NodePlan::Leave;
     };
     let Some(vm) = vms.iter().find(|v| v.id == id) else {
@@ -300,69 +247,115 @@ pub fn plan(
     };
     match (address_refresh(node, vm), label_refresh(node, vm, policy)) {
         (None, None) => NodePlan::Leave,
-        (status, labels) => NodePlan::Refresh { status, labels },
+        (addresses, labels) => NodePlan::Refresh { addresses, labels },
     }
 }
 
-/// The initialization: a status patch (addresses) and a main patch (providerID, labels, taints
-/// without the uninitialized one, guarded by resourceVersion). The status is written first, so a
-/// Node is never schedulable before it is complete.
+/// The initialization: the addresses (a status patch), then providerID, labels and the taints
+/// without the uninitialized one (the main patch, guarded by resourceVersion). The status is
+/// written first, so a Node is never schedulable before it is complete.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InitPatch {
-    pub status: Value,
-    pub main: Value,
+    pub addresses: Vec<NodeAddress>,
+    pub provider_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+}
+
+impl InitPatch {
+    pub fn status_patch(&self) -> Node {
+        addresses_patch(&self.addresses)
+    }
+
+    /// Guarded by `resource_version`: a change by anyone else since then conflicts.
+    pub fn main_patch(&self, resource_version: Option<String>) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                labels: Some(self.labels.clone()),
+                resource_version,
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                provider_id: Some(self.provider_id.clone()),
+                taints: Some(self.taints.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// A merge patch of the status subresource setting the addresses.
+pub fn addresses_patch(addresses: &[NodeAddress]) -> Node {
+    Node {
+        status: Some(NodeStatus {
+            addresses: Some(addresses.to_vec()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A merge patch setting these labels (others are kept).
+pub fn labels_patch(labels: &BTreeMap<String, String>) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 pub fn init_patch(
-    node: &NodeFacts,
+    node: &NodeView,
     vm: &Vm,
     templates: &[Template],
     policy: &TopologyPolicy,
-    resource_version: Option<&str>,
 ) -> InitPatch {
-    let taints: Vec<Value> = node
-        .taints
-        .iter()
-        .filter(|t| t["key"] != UNINITIALIZED_TAINT)
-        .cloned()
-        .collect();
-    let mut meta = json!({ "labels": labels(vm, templates, policy) });
-    if let Some(rv) = resource_version {
-        meta["resourceVersion"] = json!(rv);
-    }
     InitPatch {
-        status: json!({ "status": { "addresses": addresses_json(&addresses(&node.name, vm)) } }),
-        main: json!({
-            "metadata": meta,
-            "spec": { "providerID": provider_id::format(&vm.id), "taints": taints },
-        }),
+        addresses: addresses(&node.name, vm),
+        provider_id: provider_id::format(&vm.id),
+        labels: labels(vm, templates, policy),
+        taints: node
+            .taints
+            .iter()
+            .filter(|t| t.key != UNINITIALIZED_TAINT)
+            .cloned()
+            .collect(),
     }
 }
 
-/// For an initialized Node: the label patch when its topology labels differ from what the VM
+/// For an initialized Node: the topology labels to write when they differ from what the VM
 /// gives (a Node labelled before 0.2 had the host as its zone; a VM may move).
-pub fn label_refresh(node: &NodeFacts, vm: &Vm, policy: &TopologyPolicy) -> Option<Value> {
+pub fn label_refresh(
+    node: &NodeView,
+    vm: &Vm,
+    policy: &TopologyPolicy,
+) -> Option<BTreeMap<String, String>> {
     let mut want = topology_labels(vm, policy);
     if policy.legacy_regions_in_use.is_none() && node.labels.contains_key(LABEL_REGION) {
         want.remove(LABEL_REGION);
     }
     let stale = want.iter().any(|(k, v)| node.labels.get(k) != Some(v));
-    stale.then(|| json!({ "metadata": { "labels": want } }))
+    stale.then_some(want)
 }
 
-/// For an initialized Node: the status patch when its addresses differ from the VM's.
-pub fn address_refresh(node: &NodeFacts, vm: &Vm) -> Option<Value> {
+/// For an initialized Node: its addresses when they differ from the VM's.
+pub fn address_refresh(node: &NodeView, vm: &Vm) -> Option<Vec<NodeAddress>> {
     let want = addresses(&node.name, vm);
-    let mut have = node.addresses.clone();
-    let mut want_sorted = want.clone();
+    let key = |a: &NodeAddress| (a.type_.clone(), a.address.clone());
+    let mut have: Vec<_> = node.addresses.iter().map(key).collect();
+    let mut want_sorted: Vec<_> = want.iter().map(key).collect();
     have.sort();
     want_sorted.sort();
-    (have != want_sorted).then(|| json!({ "status": { "addresses": addresses_json(&want) } }))
+    (have != want_sorted).then_some(want)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use elemento_api::node::taint;
     use elemento_api::types::PowerState;
 
     pub fn vm(id: &str, name: &str, ip: &str) -> Vm {
@@ -403,17 +396,21 @@ mod tests {
         .collect()
     }
 
-    fn node(name: &str, pid: Option<&str>, ips: &[&str]) -> NodeFacts {
-        NodeFacts {
+    fn node(name: &str, pid: Option<&str>, ips: &[&str]) -> NodeView {
+        NodeView {
             name: name.into(),
             provider_id: pid.map(String::from),
-            node_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+            addresses: ips.iter().map(|i| address(INTERNAL_IP, *i)).collect(),
             taints: vec![
-                json!({"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}),
-                json!({"key": "other", "effect": "NoExecute"}),
+                elemento_api::node::uninitialized_taint(),
+                taint("other", None, "NoExecute"),
             ],
             ..Default::default()
         }
+    }
+
+    fn addr(type_: &str, a: &str) -> NodeAddress {
+        address(type_, a)
     }
 
     #[test]
@@ -518,7 +515,7 @@ mod tests {
         let mut n = node("n1", Some("elemento://i"), &[]);
         n.labels = [(LABEL_ZONE.to_string(), "atomos-1.local".to_string())].into();
         let patch = label_refresh(&n, &v, &policy(&[])).expect("a label patch");
-        assert_eq!(patch["metadata"]["labels"][LABEL_ZONE], "ovh");
+        assert_eq!(patch[LABEL_ZONE], "ovh");
         n.labels = topology_labels(&v, &policy(&[]));
         assert_eq!(label_refresh(&n, &v, &policy(&[])), None);
         // Volumes that cannot be listed: the region is left as it is.
@@ -535,13 +532,10 @@ mod tests {
     fn addresses_mark_public_ips_external() {
         assert_eq!(
             addresses("n", &vm("i", "n", "10.0.0.1")),
-            vec![
-                ("InternalIP".into(), "10.0.0.1".into()),
-                ("Hostname".into(), "n".into())
-            ]
+            vec![addr(INTERNAL_IP, "10.0.0.1"), addr(HOSTNAME, "n")]
         );
         let a = addresses("n", &vm("i", "n", "51.15.1.2"));
-        assert!(a.contains(&("ExternalIP".into(), "51.15.1.2".into())));
+        assert!(a.contains(&addr(EXTERNAL_IP, "51.15.1.2")));
         assert_eq!(
             addresses("n", &vm("i", "n", "100.64.1.1")).len(),
             2,
@@ -553,15 +547,15 @@ mod tests {
         assert_eq!(
             addresses("n", &both),
             vec![
-                ("InternalIP".into(), "10.1.0.7".into()),
-                ("ExternalIP".into(), "51.15.1.2".into()),
-                ("Hostname".into(), "n".into())
+                addr(INTERNAL_IP, "10.1.0.7"),
+                addr(EXTERNAL_IP, "51.15.1.2"),
+                addr(HOSTNAME, "n")
             ]
         );
         // No address yet (`network_config: null`): not an error, just the hostname.
         let mut bare = vm("i", "n", "10.0.0.1");
         bare.ipv4 = None;
-        assert_eq!(addresses("n", &bare), vec![("Hostname".into(), "n".into())]);
+        assert_eq!(addresses("n", &bare), vec![addr(HOSTNAME, "n")]);
     }
 
     #[test]
@@ -582,21 +576,37 @@ mod tests {
     fn init_patch_sets_everything_and_drops_only_our_taint() {
         let n = node("n1", None, &[]);
         let v = vm("id-1", "n1", "10.0.0.1");
-        let p = init_patch(&n, &v, &templates(), &policy(&[]), Some("42"));
-        assert_eq!(p.main["spec"]["providerID"], "elemento://id-1");
-        assert_eq!(p.main["metadata"]["resourceVersion"], "42");
-        assert_eq!(p.main["metadata"]["labels"][LABEL_INSTANCE_TYPE], "neon");
-        assert_eq!(p.main["metadata"]["labels"][LABEL_REGION], "elemento");
-        assert_eq!(p.main["metadata"]["labels"][LABEL_ZONE], "atomos");
-        assert_eq!(p.main["metadata"]["labels"][LABEL_PROVIDER], "atomos");
+        let p = init_patch(&n, &v, &templates(), &policy(&[]));
+        // The patches as the API server receives them.
+        let main = serde_json::to_value(p.main_patch(Some("42".into()))).expect("json");
+        assert_eq!(main["spec"]["providerID"], "elemento://id-1");
+        assert_eq!(main["metadata"]["resourceVersion"], "42");
+        let labels = &main["metadata"]["labels"];
+        assert_eq!(labels[LABEL_INSTANCE_TYPE], "neon");
+        assert_eq!(labels[LABEL_REGION], "elemento");
+        assert_eq!(labels[LABEL_ZONE], "atomos");
+        assert_eq!(labels[LABEL_PROVIDER], "atomos");
         assert_eq!(
-            p.main["spec"]["taints"],
-            json!([{"key": "other", "effect": "NoExecute"}])
+            main["spec"]["taints"],
+            serde_json::json!([{"key": "other", "effect": "NoExecute"}])
         );
+        let status = serde_json::to_value(p.status_patch()).expect("json");
         assert_eq!(
-            p.status["status"]["addresses"][0],
-            json!({"type": "InternalIP", "address": "10.0.0.1"})
+            status["status"]["addresses"][0],
+            serde_json::json!({"type": "InternalIP", "address": "10.0.0.1"})
         );
+        assert!(
+            status.get("spec").is_none(),
+            "the status patch is only the status"
+        );
+        // Every taint removed: the patch still names an empty list, so the merge clears it.
+        let mut only_ours = n.clone();
+        only_ours.taints.truncate(1);
+        let main = serde_json::to_value(
+            init_patch(&only_ours, &v, &templates(), &policy(&[])).main_patch(None),
+        )
+        .expect("json");
+        assert_eq!(main["spec"]["taints"], serde_json::json!([]));
     }
 
     #[test]
@@ -605,31 +615,28 @@ mod tests {
         let p = policy(&[]);
         let fresh = node("n1", None, &[]);
         assert!(
-            matches!(plan(&fresh, &vms, &templates(), &p, None), NodePlan::Initialize { ref vm_id, .. } if vm_id == "vm-1")
+            matches!(plan(&fresh, &vms, &templates(), &p), NodePlan::Initialize { ref vm_id, .. } if vm_id == "vm-1")
         );
         let ghost = node("ghost", None, &[]);
         assert!(
-            matches!(plan(&ghost, &vms, &templates(), &p, None), NodePlan::Retry { ref note } if note.contains("ghost"))
+            matches!(plan(&ghost, &vms, &templates(), &p), NodePlan::Retry { ref note } if note.contains("ghost"))
         );
         let foreign = node("x", Some("aws:///i-1"), &[]);
-        assert_eq!(
-            plan(&foreign, &vms, &templates(), &p, None),
-            NodePlan::Leave
-        );
+        assert_eq!(plan(&foreign, &vms, &templates(), &p), NodePlan::Leave);
         let mut done = node("n1", Some("elemento://vm-1"), &[]);
         done.taints.clear();
         assert!(matches!(
-            plan(&done, &vms, &templates(), &p, None),
+            plan(&done, &vms, &templates(), &p),
             NodePlan::Refresh {
-                status: Some(_),
+                addresses: Some(_),
                 labels: Some(_)
             }
         ));
         done.addresses = addresses("n1", &vms[0]);
         done.labels = topology_labels(&vms[0], &p);
-        assert_eq!(plan(&done, &vms, &templates(), &p, None), NodePlan::Leave);
+        assert_eq!(plan(&done, &vms, &templates(), &p), NodePlan::Leave);
         assert_eq!(
-            plan(&done, &[], &templates(), &p, None),
+            plan(&done, &[], &templates(), &p),
             NodePlan::Leave,
             "VM gone: the lifecycle's call"
         );

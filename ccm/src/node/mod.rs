@@ -18,7 +18,7 @@ use tracing::{debug, info, instrument};
 use crate::context::{Ctx, Error};
 use crate::events::Reason;
 use crate::runner;
-use decide::{NodeFacts, NodePlan, UNINITIALIZED_TAINT, VmMatch};
+use decide::{NodePlan, NodeView, VmMatch};
 use elemento_api::provider_id::{self, ProviderId};
 
 const NAME: &str = "cloud-node";
@@ -120,7 +120,7 @@ async fn reconcile(node: Arc<Node>, state: Arc<NodeController>) -> Result<Action
         return Ok(Action::await_change());
     }
     let mut node = node;
-    let _permit = if NodeFacts::from_node(&node).has_taint(UNINITIALIZED_TAINT) {
+    let _permit = if NodeView::from_node(&node).is_uninitialized() {
         // Never closed, so acquiring cannot fail.
         let permit = state.init_permits.acquire().await.ok();
         // While it waited, the Node may have changed, been initialized or deleted.
@@ -144,11 +144,11 @@ async fn reconcile(node: Arc<Node>, state: Arc<NodeController>) -> Result<Action
 /// the topology policy), decides once, and executes the plan.
 async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, Error> {
     let ctx = &state.ctx;
-    let facts = NodeFacts::from_node(node);
-    let initializing = facts.has_taint(UNINITIALIZED_TAINT);
+    let facts = NodeView::from_node(node);
+    let initializing = facts.is_uninitialized();
     let every = ctx.settings.node_status_update_frequency;
     // Another cloud's Node, or an initialized one without our providerID: nothing to read.
-    match provider_id::parse(facts.provider_id.as_deref()) {
+    match facts.provider() {
         ProviderId::Foreign(p) => {
             debug!(provider_id = %p, "Node belongs to another cloud; leaving it alone");
             return Ok(Action::await_change());
@@ -172,13 +172,7 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
         (ctx.inventory.vms(every / 2).await?, Default::default())
     };
     let policy = ctx.topology_policy().await;
-    let plan = decide::plan(
-        &facts,
-        &snap.vms,
-        &templates,
-        &policy,
-        node.metadata.resource_version.as_deref(),
-    );
+    let plan = decide::plan(&facts, &snap.vms, &templates, &policy);
     let api: Api<Node> = Api::all(ctx.kube.clone());
     let pp = PatchParams::default();
     match plan {
@@ -193,14 +187,16 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
             .await;
             Err(Error::Retry(note))
         }
-        NodePlan::Refresh { status, labels } => {
-            if let Some(status) = status {
-                api.patch_status(&facts.name, &pp, &Patch::Merge(&status))
+        NodePlan::Refresh { addresses, labels } => {
+            if let Some(addresses) = addresses {
+                let patch = decide::addresses_patch(&addresses);
+                api.patch_status(&facts.name, &pp, &Patch::Merge(&patch))
                     .await?;
                 info!("updated node addresses");
             }
             if let Some(labels) = labels {
-                api.patch(&facts.name, &pp, &Patch::Merge(&labels)).await?;
+                let patch = decide::labels_patch(&labels);
+                api.patch(&facts.name, &pp, &Patch::Merge(&patch)).await?;
                 info!("updated node topology labels");
             }
             Ok(Action::requeue(every))
@@ -215,7 +211,7 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
 /// by the version our own status write produced.
 async fn initialize(
     node: &Node,
-    facts: &NodeFacts,
+    facts: &NodeView,
     state: &NodeController,
     vm_id: &str,
     patch: decide::InitPatch,
@@ -224,7 +220,7 @@ async fn initialize(
     let api: Api<Node> = Api::all(ctx.kube.clone());
     let pp = PatchParams::default();
     let after_status = api
-        .patch_status(&facts.name, &pp, &Patch::Merge(&patch.status))
+        .patch_status(&facts.name, &pp, &Patch::Merge(&patch.status_patch()))
         .await?;
     // A reconcile queued by our own status patch can find the taint already removed by the
     // previous one: then the Node is done (no second patch, no second latency sample).
@@ -232,7 +228,7 @@ async fn initialize(
         .spec
         .as_ref()
         .and_then(|s| s.taints.as_ref())
-        .is_some_and(|t| t.iter().any(|t| t.key == UNINITIALIZED_TAINT));
+        .is_some_and(|t| t.iter().any(|t| t.key == decide::UNINITIALIZED_TAINT));
     if !still_tainted {
         return Ok(Action::requeue(ctx.settings.node_status_update_frequency));
     }
@@ -242,8 +238,7 @@ async fn initialize(
         .collect();
     // Guard the main patch with the version our own status patch produced: a change by anyone
     // else in between still conflicts, ours does not (that cost every Node a retry).
-    let mut main = patch.main;
-    main["metadata"]["resourceVersion"] = serde_json::json!(after_status.metadata.resource_version);
+    let main = patch.main_patch(after_status.metadata.resource_version.clone());
     api.patch(&facts.name, &pp, &Patch::Merge(&main)).await?;
     superseded.dedup();
     state.superseded.record(&facts.name, superseded);
@@ -296,7 +291,7 @@ mod executor_tests {
 
     fn node(name: &str, pid: Option<&str>, tainted: bool, addresses: Value, labels: Value) -> Node {
         let taints = if tainted {
-            json!([{"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}])
+            json!([{"key": decide::UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}])
         } else {
             json!([])
         };

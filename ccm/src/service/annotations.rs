@@ -9,6 +9,9 @@ use elemento_api::types::*;
 use crate::config::LbDefaults;
 
 pub const ANN_PREFIX: &str = "load-balancer.elemento.cloud/";
+/// Written by the CCM: the id of the LB made for a Service; deletion uses it even if the name
+/// annotation changed.
+pub const ANN_LB_ID: &str = "service.elemento.cloud/load-balancer-id";
 
 /// An annotation the CCM cannot accept.
 #[derive(Debug, Clone, PartialEq, Eq)]

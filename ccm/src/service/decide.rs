@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 
 use elemento_api::types::*;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
-use super::annotations::{ANN_PREFIX, LbOptions, NodeSelector};
+use super::annotations::{ANN_LB_ID, ANN_PREFIX, LbOptions, NodeSelector};
 use crate::config::ClassPolicy;
 
 pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
@@ -339,12 +340,113 @@ pub fn stale_lbs<'a>(
 
 /// `status.loadBalancer.ingress`: the hostname when one is set (traffic then always goes through
 /// the LB, which proxy protocol needs), else the address.
-pub fn ingress(hostname: Option<&str>, ip: Option<&str>) -> serde_json::Value {
+pub fn ingress(hostname: Option<&str>, ip: Option<&str>) -> Vec<LoadBalancerIngress> {
     match (hostname, ip) {
-        (Some(h), _) => serde_json::json!([{"hostname": h}]),
-        (None, Some(ip)) => serde_json::json!([{"ip": ip, "ipMode": "VIP"}]),
-        (None, None) => serde_json::json!([]),
+        (Some(h), _) => vec![LoadBalancerIngress {
+            hostname: Some(h.to_string()),
+            ..Default::default()
+        }],
+        (None, Some(ip)) => vec![LoadBalancerIngress {
+            ip: Some(ip.to_string()),
+            ip_mode: Some("VIP".into()),
+            ..Default::default()
+        }],
+        (None, None) => vec![],
     }
+}
+
+/// What happens to our LB under the desired name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecChange {
+    /// Its spec is the desired one: no call.
+    Keep,
+    Update,
+    /// Changed, and this endpoint has no update route: a successor replaces it.
+    Replace,
+}
+
+pub fn spec_change(matches_desired: bool, update_supported: bool) -> SpecChange {
+    match (matches_desired, update_supported) {
+        (true, _) => SpecChange::Keep,
+        (false, true) => SpecChange::Update,
+        (false, false) => SpecChange::Replace,
+    }
+}
+
+/// The Service's own writes of an ensure, each `None` when it would change nothing.
+///
+/// Our finalizer, added before any LB exists (guarded by resourceVersion: a concurrent change
+/// of the list conflicts instead of being overwritten).
+pub fn finalizer_patch(svc: &Service) -> Option<Service> {
+    if has_finalizer(svc) {
+        return None;
+    }
+    let mut finalizers = svc.finalizers().to_vec();
+    finalizers.push(FINALIZER.into());
+    Some(Service {
+        metadata: ObjectMeta {
+            finalizers: Some(finalizers),
+            resource_version: svc.metadata.resource_version.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// The annotation recording the LB's id.
+pub fn lb_id_patch(svc: &Service, lb_id: &str) -> Option<Service> {
+    (svc.annotations().get(ANN_LB_ID).map(String::as_str) != Some(lb_id)).then(|| Service {
+        metadata: ObjectMeta {
+            annotations: Some([(ANN_LB_ID.to_string(), lb_id.to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// `status.loadBalancer.ingress` (the status subresource).
+pub fn ingress_patch(svc: &Service, want: Vec<LoadBalancerIngress>) -> Option<Service> {
+    let have = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.clone())
+        .unwrap_or_default();
+    (have != want).then(|| Service {
+        status: Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(want),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The cleanup's writes, once the LB is gone: the ingress cleared (status), then our finalizer
+/// and the id annotation removed. A merge patch deletes a key with `null`, which a typed object
+/// cannot carry, so these two are JSON.
+pub fn clear_ingress_patch(svc: &Service) -> Option<serde_json::Value> {
+    let has_ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .is_some_and(|i| !i.is_empty());
+    has_ingress.then(|| serde_json::json!({"status": {"loadBalancer": {"ingress": null}}}))
+}
+
+pub fn release_patch(svc: &Service) -> serde_json::Value {
+    let finalizers: Vec<&String> = svc
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    serde_json::json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": svc.metadata.resource_version,
+        "annotations": {ANN_LB_ID: null},
+    }})
 }
 
 #[cfg(test)]
@@ -739,5 +841,62 @@ mod tests {
             lb_name("prod", &lb_svc(), Some(&o)).as_deref(),
             Some("my-lb")
         );
+    }
+
+    #[test]
+    fn keep_update_or_replace() {
+        assert_eq!(spec_change(true, true), SpecChange::Keep);
+        assert_eq!(spec_change(true, false), SpecChange::Keep);
+        assert_eq!(spec_change(false, true), SpecChange::Update);
+        assert_eq!(spec_change(false, false), SpecChange::Replace);
+    }
+
+    /// Each Service write only when it changes something, with the fields the API server needs.
+    #[test]
+    fn service_patches_are_typed_and_only_when_needed() {
+        let mut s = lb_svc();
+        s.metadata.resource_version = Some("9".into());
+        s.metadata.finalizers = Some(vec!["other".into()]);
+        let p = serde_json::to_value(finalizer_patch(&s).expect("a finalizer patch")).unwrap();
+        assert_eq!(p["metadata"]["finalizers"], json!(["other", FINALIZER]));
+        assert_eq!(p["metadata"]["resourceVersion"], "9");
+        s.metadata.finalizers = Some(vec!["other".into(), FINALIZER.into()]);
+        assert_eq!(finalizer_patch(&s), None);
+
+        let p = serde_json::to_value(lb_id_patch(&s, "lb-1").expect("an id patch")).unwrap();
+        assert_eq!(p["metadata"]["annotations"][ANN_LB_ID], "lb-1");
+        s.metadata.annotations = Some([(ANN_LB_ID.to_string(), "lb-1".to_string())].into());
+        assert_eq!(lb_id_patch(&s, "lb-1"), None);
+
+        let want = ingress(None, Some("51.15.1.2"));
+        let p =
+            serde_json::to_value(ingress_patch(&s, want.clone()).expect("a status patch")).unwrap();
+        assert_eq!(
+            p["status"]["loadBalancer"]["ingress"],
+            json!([{"ip": "51.15.1.2", "ipMode": "VIP"}])
+        );
+        s.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(want.clone()),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(ingress_patch(&s, want), None);
+        assert_eq!(
+            ingress(Some("lb.example"), Some("51.15.1.2"))[0]
+                .hostname
+                .as_deref(),
+            Some("lb.example"),
+            "the hostname wins"
+        );
+
+        let clear = clear_ingress_patch(&s).expect("ingress to clear");
+        assert!(clear["status"]["loadBalancer"]["ingress"].is_null());
+        let release = release_patch(&s);
+        assert_eq!(release["metadata"]["finalizers"], json!(["other"]));
+        assert!(release["metadata"]["annotations"][ANN_LB_ID].is_null());
+        assert_eq!(release["metadata"]["resourceVersion"], "9");
+        s.status = None;
+        assert_eq!(clear_ingress_patch(&s), None);
     }
 }

@@ -20,21 +20,19 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::{info, instrument, warn};
 
 use crate::context::{Ctx, Error};
 use crate::events::Reason;
-use crate::node::decide::{NodeFacts, UNINITIALIZED_TAINT};
 use crate::nodes::NodeEvent;
 use crate::runner;
-use decide::{FINALIZER, FoundLb, LbPlan, TargetNode};
-use elemento_api::provider_id::{self, ProviderId};
+use decide::{FoundLb, LbPlan, SpecChange, TargetNode};
+use elemento_api::node::NodeView;
+use elemento_api::provider_id::ProviderId;
 
 const NAME: &str = "service";
-/// The id of the LB made for a Service; deletion uses it even if the name annotation changed.
-pub const ANN_LB_ID: &str = "service.elemento.cloud/load-balancer-id";
+pub use annotations::ANN_LB_ID;
 /// Full re-listing of LBs, to notice ones deleted out of band.
 const LB_CACHE_TTL: Duration = Duration::from_secs(600);
 
@@ -180,16 +178,16 @@ impl LbCache {
 }
 
 fn target_node(n: &Node) -> TargetNode {
-    let f = NodeFacts::from_node(n);
-    let vm_id = match provider_id::parse(f.provider_id.as_deref()) {
+    let f = NodeView::from_node(n);
+    let vm_id = match f.provider() {
         ProviderId::Elemento(id) => Some(id),
         _ => None,
     };
     TargetNode {
-        name: f.name.clone(),
-        initialized: vm_id.is_some() && !f.has_taint(UNINITIALIZED_TAINT),
+        initialized: vm_id.is_some() && !f.is_uninitialized(),
         vm_id,
-        deleting: n.metadata.deletion_timestamp.is_some(),
+        deleting: f.deleting,
+        name: f.name,
         labels: f.labels,
     }
 }
@@ -335,10 +333,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     };
     let svcs: Api<Service> =
         Api::namespaced(ctx.kube.clone(), &svc.namespace().unwrap_or_default());
-    if !decide::has_finalizer(svc) {
-        let mut f = svc.finalizers().to_vec();
-        f.push(FINALIZER.into());
-        let patch = json!({"metadata": {"finalizers": f, "resourceVersion": svc.metadata.resource_version}});
+    if let Some(patch) = decide::finalizer_patch(svc) {
         svcs.patch(
             &svc.name_any(),
             &PatchParams::default(),
@@ -389,8 +384,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
                 .collect(),
         ),
     };
-    if svc.annotations().get(ANN_LB_ID) != Some(&lb.id) {
-        let patch = json!({"metadata": {"annotations": {ANN_LB_ID: lb.id}}});
+    if let Some(patch) = decide::lb_id_patch(svc, &lb.id) {
         svcs.patch(
             &svc.name_any(),
             &PatchParams::default(),
@@ -399,13 +393,7 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         .await?;
     }
     let ingress = decide::ingress(lb.hostname.as_deref(), lb.ip.as_deref());
-    let current = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.clone());
-    if serde_json::to_value(current.unwrap_or_default()).unwrap_or_default() != ingress {
-        let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+    if let Some(patch) = decide::ingress_patch(svc, ingress) {
         svcs.patch_status(
             &svc.name_any(),
             &PatchParams::default(),
@@ -566,10 +554,14 @@ async fn keep_lb(
         name: existing.name.clone(),
         ..desired.clone()
     };
-    if existing.matches(&want) {
+    let change = decide::spec_change(
+        existing.matches(&want),
+        state.update_supported.load(Ordering::Relaxed),
+    );
+    if change == SpecChange::Keep {
         return Ok((existing, vec![]));
     }
-    if state.update_supported.load(Ordering::Relaxed) {
+    if change == SpecChange::Update {
         match ctx.api.update_load_balancer(&existing.id, &want).await {
             Ok(lb) => {
                 state.lbs.lock().await.put(&lb);
@@ -690,29 +682,13 @@ async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     let svcs: Api<Service> =
         Api::namespaced(ctx.kube.clone(), &svc.namespace().unwrap_or_default());
     let name = svc.name_any();
-    if svc.metadata.deletion_timestamp.is_none() {
-        let has_ingress = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|l| l.ingress.as_ref())
-            .is_some_and(|i| !i.is_empty());
-        if has_ingress {
-            svcs.patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": {"loadBalancer": {"ingress": null}}})),
-            )
+    if svc.metadata.deletion_timestamp.is_none()
+        && let Some(patch) = decide::clear_ingress_patch(svc)
+    {
+        svcs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        }
     }
-    let finalizers: Vec<String> = svc
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": svc.metadata.resource_version, "annotations": {ANN_LB_ID: null}}});
+    let patch = decide::release_patch(svc);
     match svcs
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -728,6 +704,7 @@ async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
 /// replace when the endpoint cannot update, and a name taken by someone else's LB.
 #[cfg(test)]
 mod executor_tests {
+    use super::decide::FINALIZER;
     use super::*;
     use crate::fixtures::{self, ScriptedApi, step};
     use http::Method;

@@ -11,6 +11,8 @@ mod config;
 pub mod disk;
 mod error;
 mod lenient;
+#[cfg(feature = "k8s")]
+pub mod node;
 pub mod provider_id;
 pub mod routes;
 pub mod settings;
