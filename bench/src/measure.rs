@@ -1,12 +1,13 @@
 //! Process and API-cost measurements.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Peak RSS (VmHWM) and CPU seconds of a process, from /proc.
-#[derive(Debug, Clone, Copy, Serialize, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
 pub struct ProcStats {
     pub peak_rss_mb: f64,
     pub rss_mb: f64,
@@ -35,22 +36,24 @@ pub fn proc_stats(pid: u32) -> ProcStats {
     }
 }
 
-/// Calls per route from the simulator's counters, and their total.
-pub fn api_calls(counters: &Value) -> (serde_json::Map<String, Value>, u64) {
-    let mut by_route = serde_json::Map::new();
-    let mut total = 0;
-    if let Some(m) = counters.as_object() {
-        for (route, c) in m {
-            let n = c["total"].as_u64().unwrap_or(0);
-            total += n;
-            by_route.insert(route.clone(), n.into());
-        }
-    }
-    (by_route, total)
+/// One route's counter in the simulator's `/_sim/counters` answer.
+#[derive(Debug, Deserialize)]
+struct RouteCounter {
+    #[serde(default)]
+    total: u64,
+}
+
+/// Calls per route from the simulator's counters, and their total. An answer of another shape
+/// is an error: a benchmark never reports zero calls it did not count.
+pub fn api_calls(counters: &Value) -> anyhow::Result<(BTreeMap<String, u64>, u64)> {
+    let by_route: BTreeMap<String, RouteCounter> = serde_json::from_value(counters.clone())?;
+    let by_route: BTreeMap<String, u64> = by_route.into_iter().map(|(r, c)| (r, c.total)).collect();
+    let total = by_route.values().sum();
+    Ok((by_route, total))
 }
 
 /// p50, p99 and max of durations, in seconds.
-#[derive(Debug, Clone, Copy, Serialize, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
 pub struct Percentiles {
     pub p50: f64,
     pub p99: f64,
@@ -74,7 +77,7 @@ pub fn percentiles(samples: &mut [Duration]) -> Percentiles {
 }
 
 /// Median, min and max of repeated runs of one figure.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
 pub struct Spread {
     pub median: f64,
     pub min: f64,
@@ -96,6 +99,33 @@ pub fn spread(values: &[f64]) -> Spread {
         min: v[0],
         max: v[v.len() - 1],
     }
+}
+
+/// Machine facts recorded with the results.
+pub fn machine() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert(
+        "cores".into(),
+        std::thread::available_parallelism()
+            .map_or(0, |n| n.get())
+            .to_string(),
+    );
+    m.insert(
+        "kernel".into(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    );
+    m.insert(
+        "cpu".into(),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("model name\t: ").map(String::from))
+            .unwrap_or_default(),
+    );
+    m
 }
 
 #[cfg(test)]

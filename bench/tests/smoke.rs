@@ -29,24 +29,14 @@ async fn lb_converge_smoke() {
     let _s = SERIAL.lock().await;
     let r = lb_converge(2, 3, 1, setup()).await.unwrap();
     assert!(r.all_ingress_s > 0.0 && r.new_nodes_in_every_lb_s > 0.0);
-    assert_eq!(
-        r.api_calls_by_route
-            .get("loadbalancer.create")
-            .and_then(|v| v.as_u64()),
-        Some(2)
-    );
+    assert_eq!(r.api_calls_by_route.get("loadbalancer.create"), Some(&2));
 }
 
 #[tokio::test]
 async fn csi_provision_smoke() {
     let _s = SERIAL.lock().await;
     let r = csi_provision(3, setup()).await.unwrap();
-    assert_eq!(
-        r.api_calls_by_route
-            .get("volume.create")
-            .and_then(|v| v.as_u64()),
-        Some(3)
-    );
+    assert_eq!(r.api_calls_by_route.get("volume.create"), Some(&3));
     assert!(r.api_calls_per_volume >= 2.0);
 }
 
@@ -72,7 +62,19 @@ async fn steady_state_smoke() {
 
 #[test]
 fn report_renders() {
-    let v = serde_json::json!({"machine": {"cores": "2"}, "node_init": [{"nodes": 100, "p50": {"median": 0.1, "min": 0.1, "max": 0.2}}]});
+    let v = results::Results {
+        machine: [("cores".to_string(), "2".to_string())].into(),
+        node_init: vec![results::NodeInitRow {
+            nodes: 100,
+            p50: measure::Spread {
+                median: 0.1,
+                min: 0.1,
+                max: 0.2,
+            },
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
     let md = report::markdown(&v);
     assert!(md.contains("| 100 | 0.10 (0.10–0.20)"), "{md}");
     assert!(report::svg(&[(100.0, 0.1, 0.2), (1000.0, 0.3, 0.9)]).starts_with("<svg"));
