@@ -6,6 +6,7 @@ pub mod faults;
 pub mod hostdev;
 pub mod scenario;
 mod server;
+pub mod wire;
 pub mod world;
 
 pub use server::{Sim, SimHandle, SimOptions, router, start};

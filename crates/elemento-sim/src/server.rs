@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use elemento_api::routes;
-use elemento_api::types::LoadBalancerSpec;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex as AsyncMutex;
@@ -22,6 +21,7 @@ use tracing::{info, warn};
 use crate::faults::{Counters, FaultRule, Faults, Verdict};
 use crate::hostdev::HostDevices;
 use crate::scenario::VmSeed;
+use crate::wire;
 use crate::world::{SimError, World};
 
 /// The running simulator's shared state.
@@ -77,16 +77,6 @@ fn ok(v: Value) -> Answer {
     Ok(Json(v).into_response())
 }
 
-fn parse_body(bytes: &Bytes) -> Result<Value, SimError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(json!({}));
-    }
-    serde_json::from_slice(bytes).map_err(|e| SimError {
-        status: 400,
-        body: format!("invalid JSON body: {e}"),
-    })
-}
-
 fn sim_err(status: u16, body: impl Into<String>) -> SimError {
     SimError {
         status,
@@ -97,12 +87,12 @@ fn sim_err(status: u16, body: impl Into<String>) -> SimError {
 // ---------------------------------------------------------------- auth
 
 async fn login(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
+    let b: wire::Login = wire::decode(&body)?;
     let mut w = s.world.lock().await;
     let a = &w.scenario.auth;
-    let good = b.get("username").and_then(Value::as_str) == Some(a.username.as_str())
-        && b.get("password").and_then(Value::as_str) == Some(a.password.as_str())
-        && (a.org.is_none() || b.get("org").and_then(Value::as_str) == a.org.as_deref());
+    let good = b.username.as_deref() == Some(a.username.as_str())
+        && b.password.as_deref() == Some(a.password.as_str())
+        && (a.org.is_none() || b.org.as_deref() == a.org.as_deref());
     if !good {
         return Ok((
             StatusCode::UNAUTHORIZED,
@@ -131,29 +121,25 @@ async fn logout(State(s): State<Shared>) -> Answer {
 // ---------------------------------------------------------------- compute
 
 async fn vm_status(State(s): State<Shared>) -> Answer {
-    ok(s.world.lock().await.vm_list_json())
+    ok(wire::vm_list(&*s.world.lock().await))
 }
 
 async fn vm_templates() -> Answer {
-    ok(World::templates_json())
+    ok(wire::templates())
 }
 
 async fn vm_register(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
+    let req: wire::Register = wire::decode(&body)?;
     let mut w = s.world.lock().await;
-    let vm = w.register(&b)?;
+    let vm = w.register(&req)?;
     s.save(&w);
-    ok(vm)
+    ok(wire::vm(&w, &vm))
 }
 
 async fn vm_unregister(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
-    let id = b
-        .get("local_index")
-        .and_then(Value::as_str)
-        .ok_or_else(|| sim_err(400, "local_index is required"))?;
+    let vm: wire::VmRef = wire::decode(&body)?;
     let mut w = s.world.lock().await;
-    remove_vm(&s, &mut w, id).await?;
+    remove_vm(&s, &mut w, &vm.vm_uid).await?;
     ok(json!({}))
 }
 
@@ -182,14 +168,9 @@ async fn remove_vm(s: &Sim, w: &mut World, id: &str) -> Result<(), SimError> {
 }
 
 async fn vm_power(s: Shared, body: Bytes, power: &str) -> Answer {
-    let b = parse_body(&body)?;
-    let id = b
-        .get("vm_uid")
-        .or_else(|| b.get("local_index"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| sim_err(400, "vm_uid is required"))?;
+    let vm: wire::VmRef = wire::decode(&body)?;
     let mut w = s.world.lock().await;
-    w.set_power(id, power)?;
+    w.set_power(&vm.vm_uid, power)?;
     s.save(&w);
     ok(json!({}))
 }
@@ -205,26 +186,26 @@ async fn vm_reboot(State(s): State<Shared>, body: Bytes) -> Answer {
 }
 
 async fn vm_volume_attach(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
+    let req: wire::Attachment = wire::decode(&body)?;
     let mut w = s.world.lock().await;
-    let (vol, vm, changed) = w.attach(&b)?;
+    let (vol, vm, changed) = w.attach(&req)?;
     if let (true, true, Some(h)) = (changed, vm.this_host, &s.hostdev)
         && let Err(e) = h
             .attach(&vol.id, &w.guest_serial(&vol), vol.size_bytes)
             .await
     {
         // Undo, so the world never claims an attachment the host does not have.
-        let _ = w.detach(&b);
+        let _ = w.detach(&req);
         return Err(sim_err(500, format!("host device attach failed: {e}")));
     }
     s.save(&w);
-    ok(w.attach_answer(&vm, &vol))
+    ok(wire::attach_answer(&w, &vm, &vol))
 }
 
 async fn vm_volume_detach(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
+    let req: wire::Attachment = wire::decode(&body)?;
     let mut w = s.world.lock().await;
-    let (vol, vm) = w.detach(&b)?;
+    let (vol, vm) = w.detach(&req)?;
     if let (true, Some(h)) = (vm.this_host, &s.hostdev)
         && let Err(e) = h.detach(&w.guest_serial(&vol)).await
     {
@@ -237,7 +218,7 @@ async fn vm_volume_detach(State(s): State<Shared>, body: Bytes) -> Answer {
 // ---------------------------------------------------------------- storage
 
 async fn volume_accessible(State(s): State<Shared>) -> Answer {
-    let list = s.world.lock().await.volume_list_json();
+    let list = wire::volume_list(&*s.world.lock().await);
     if list.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response()); // [K] 204 when empty
     }
@@ -245,27 +226,29 @@ async fn volume_accessible(State(s): State<Shared>) -> Answer {
 }
 
 async fn volume_cancreate(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
-    ok(s.world.lock().await.can_create(&b)?)
+    let req: wire::VolumeCanCreate = wire::decode(&body)?;
+    let able = s.world.lock().await.can_create(&req)?;
+    ok(wire::volume_can_create(able))
 }
 
 async fn volume_create(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
+    let req: wire::VolumeCreate = wire::decode(&body)?;
     let mut w = s.world.lock().await;
-    let v = w.create_volume(&b)?;
+    let v = w.create_volume(&req)?;
     s.save(&w);
-    ok(v)
+    ok(wire::volume_created(&w, &v))
 }
 
 async fn volume_info(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
-    ok(s.world.lock().await.volume_info(&b)?)
+    let req: wire::VolumeRef = wire::decode(&body)?;
+    let w = s.world.lock().await;
+    ok(wire::volume_info(&w, w.volume(&req.volume_id)?))
 }
 
 async fn volume_destroy(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
+    let req: wire::VolumeRef = wire::decode(&body)?;
     let mut w = s.world.lock().await;
-    let v = w.destroy_volume(&b)?;
+    let v = w.destroy_volume(&req.volume_id)?;
     if let Some(h) = &s.hostdev
         && let Err(e) = h.destroy(&v.id, &w.guest_serial(&v)).await
     {
@@ -276,9 +259,9 @@ async fn volume_destroy(State(s): State<Shared>, body: Bytes) -> Answer {
 }
 
 async fn volume_resize(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
+    let req: wire::VolumeResize = wire::decode(&body)?;
     let mut w = s.world.lock().await;
-    let (v, old) = w.resize_volume(&b)?;
+    let (v, old) = w.resize_volume(&req)?;
     if let (Some(h), true) = (&s.hostdev, v.size_bytes > old) {
         let on_host = v
             .attached_to
@@ -289,7 +272,7 @@ async fn volume_resize(State(s): State<Shared>, body: Bytes) -> Answer {
         }
     }
     s.save(&w);
-    ok(w.volume_json(&v))
+    ok(wire::volume(&w, &v))
 }
 
 // ---------------------------------------------------------------- network
@@ -297,54 +280,36 @@ async fn volume_resize(State(s): State<Shared>, body: Bytes) -> Answer {
 async fn network_list(State(s): State<Shared>) -> Answer {
     let w = s.world.lock().await;
     ok(Value::Array(
-        w.networks.values().map(World::network_json).collect(),
+        w.networks.values().map(wire::network).collect(),
     ))
 }
 
 async fn network_info(State(s): State<Shared>, body: Bytes) -> Answer {
-    let b = parse_body(&body)?;
-    ok(s.world.lock().await.network_info(&b)?)
+    let req: wire::NetworkRef = wire::decode(&body)?;
+    ok(wire::network(
+        s.world.lock().await.network(&req.network_uid)?,
+    ))
 }
 
 // ---------------------------------------------------------------- load balancers [K pattern, I body]
 
-/// Our spec from the envelope's `req` [I].
-fn lb_spec(b: &Value) -> Result<LoadBalancerSpec, SimError> {
-    let req = b.get("req").ok_or_else(|| {
-        sim_err(
-            400,
-            "req is required (the services envelope: {\"req\": {...}})",
-        )
-    })?;
-    serde_json::from_value(req.clone())
-        .map_err(|e| sim_err(400, format!("invalid load balancer in req: {e}")))
-}
-
-fn lb_id(b: &Value) -> Result<String, SimError> {
-    b.get("service_uuid")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .ok_or_else(|| sim_err(400, "service_uuid is required"))
-}
-
 async fn lb_cancreate(State(s): State<Shared>, body: Bytes) -> Answer {
-    let spec = lb_spec(&parse_body(&body)?)?;
-    let w = s.world.lock().await;
-    ok(w.lb_can_create(&spec)?)
+    let req: wire::LbEnvelope = wire::decode(&body)?;
+    let able = s.world.lock().await.lb_can_create(&req.req)?;
+    ok(wire::lb_can_create(able))
 }
 
 async fn lb_create(State(s): State<Shared>, body: Bytes) -> Answer {
-    let spec = lb_spec(&parse_body(&body)?)?;
+    let req: wire::LbEnvelope = wire::decode(&body)?;
     let mut w = s.world.lock().await;
-    let lb = w.create_lb(spec)?;
+    let lb = w.create_lb(req.req)?;
     s.save(&w);
-    // The client daemon's answer [M]: billing fields and the new service's id.
-    ok(json!({"service_uuid": lb.id, "billing_uuid": crate::world::new_id(), "payment_url": null}))
+    ok(wire::lb_created(&lb))
 }
 
 async fn lb_get(State(s): State<Shared>, Path(id): Path<String>) -> Answer {
     let w = s.world.lock().await;
-    ok(World::lb_record(w.lb(&id)?))
+    ok(wire::lb_record(w.lb(&id)?))
 }
 
 /// NDJSON, one record per line, as the services' `running` routes answer [M].
@@ -352,7 +317,7 @@ async fn lb_running(State(s): State<Shared>) -> Result<Response, SimError> {
     let w = s.world.lock().await;
     let mut text = String::new();
     for lb in w.lbs.values() {
-        text.push_str(&World::lb_record(lb).to_string());
+        text.push_str(&wire::lb_record(lb).to_string());
         text.push('\n');
     }
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
@@ -363,17 +328,16 @@ async fn lb_update(State(s): State<Shared>, body: Bytes) -> Answer {
     if !w.scenario.wire.lb_update {
         return Err(sim_err(404, "Not Found"));
     }
-    let b = parse_body(&body)?;
-    let (id, spec) = (lb_id(&b)?, lb_spec(&b)?);
-    let lb = w.update_lb(&id, spec)?;
+    let req: wire::LbUpdate = wire::decode(&body)?;
+    let lb = w.update_lb(&req.service_uuid, req.req)?;
     s.save(&w);
-    ok(World::lb_record(&lb))
+    ok(wire::lb_record(&lb))
 }
 
 async fn lb_delete(State(s): State<Shared>, body: Bytes) -> Answer {
-    let id = lb_id(&parse_body(&body)?)?;
+    let req: wire::LbRef = wire::decode(&body)?;
     let mut w = s.world.lock().await;
-    w.delete_lb(&id)?;
+    w.delete_lb(&req.service_uuid)?;
     s.save(&w);
     ok(json!({}))
 }

@@ -1,15 +1,15 @@
-//! The simulated cloud: plain data plus the rules of each operation. No IO here; the HTTP layer
-//! (`api.rs`) calls these methods and the host-device layer (`hostdev.rs`) mirrors attachments.
+//! The simulated cloud: plain data plus the rules of each operation, over typed requests. No IO
+//! and no wire format here: the HTTP layer (`server.rs`) decodes requests and encodes answers with
+//! `wire.rs`, and the host-device layer (`hostdev.rs`) mirrors attachments.
 
 use std::collections::BTreeMap;
 
+use crate::scenario::{self, DiskSerial, Scenario, VmSeed};
+use crate::wire;
+use elemento_api::disk;
 use elemento_api::types::LoadBalancerSpec;
 use elemento_api::units;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-
-use crate::scenario::{self, DiskSerial, Scenario, VmSeed};
-use elemento_api::disk;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SimVm {
@@ -221,26 +221,19 @@ impl World {
         Ok(vm)
     }
 
-    /// `POST /vm/register` [K]: the Spec body.
-    pub fn register(&mut self, body: &Value) -> SimResult<Value> {
-        let name = body
-            .pointer("/info/vm_name")
-            .or_else(|| body.get("vm_name"))
-            .and_then(Value::as_str)
+    /// `POST /vm/register` [K]: the Spec.
+    pub fn register(&mut self, req: &wire::Register) -> SimResult<SimVm> {
+        let name = req
+            .name()
             .ok_or_else(|| err(400, "info.vm_name is required"))?;
         let seed = VmSeed {
             name: name.to_string(),
-            slots: body.get("slots").and_then(Value::as_u64).map(|v| v as u32),
-            ram_mib: body.get("ramsize").and_then(Value::as_u64),
-            gpus: body.get("pci").and_then(Value::as_array).map(|a| {
-                a.iter()
-                    .map(|p| p.get("quantity").and_then(Value::as_u64).unwrap_or(1) as u32)
-                    .sum()
-            }),
+            slots: req.slots,
+            ram_mib: req.ram_mib,
+            gpus: req.gpus(),
             ..Default::default()
         };
-        let vm = self.add_vm(&seed)?;
-        Ok(self.vm_json(&vm))
+        self.add_vm(&seed)
     }
 
     pub fn remove_vm(&mut self, id: &str) -> SimResult<SimVm> {
@@ -274,73 +267,6 @@ impl World {
         Ok(())
     }
 
-    /// The wire shape of one `GET /vm/status` item [K] (newer [M] fields included). The status
-    /// fields go inside `req_json` (the mock) or at the top level (later Meson, §8.4), as the
-    /// scenario's `wire.vm_status_top_level` says.
-    pub fn vm_json(&self, vm: &SimVm) -> Value {
-        let mut req = json!({
-            "vm_name": vm.name, "slots": vm.slots, "overprovision": 2, "allowSMT": false,
-            "arch": "X86_64", "flags": ["sse2"],
-            // GB in the status list [K].
-            "ramsize": vm.ram_mib as f64 / 1024.0,
-            "reqECC": false, "os_family": "linux", "os_flavour": "ubuntu",
-            "volumes": vm.volumes.iter().map(|v| json!({"vid": v})).collect::<Vec<_>>(),
-            "pcidevs": if vm.gpus > 0 { json!([{"vendor": "10de", "model": "1bb1", "quantity": vm.gpus}]) } else { json!([]) },
-            "netdevs": [],
-            "creation_date": format!("2026-01-01T00:00:{:02}Z", vm.created % 60),
-        });
-        let mut status = json!({
-            "network_config": {"ipv4": vm.ipv4, "mac": vm.mac},
-            "states": vm.power,
-            "xml": self.domain_xml(vm),
-        });
-        if let Some(p) = &vm.private_ipv4 {
-            status["private_network_config"] = json!([{"ipv4": p, "mac": vm.mac}]);
-        }
-        if !vm.tags.is_empty() {
-            status["vm_tags"] = json!(vm.tags);
-        }
-        if let Some(p) = &vm.provider {
-            status["mesos"] = json!({"provider": p, "region": vm.region, "price": {"hour": 0.01, "month": 7.2, "unit": "EUR"}});
-        }
-        let mut record = json!({
-            "uniqueID": vm.id, "serverurl": vm.server_url,
-            "provider": vm.provider,
-            "target_type": if vm.provider.is_some() { "meson_public" } else { "atomos_local_ip" },
-        });
-        let into = if self.scenario.wire.vm_status_top_level {
-            &mut record
-        } else {
-            &mut req
-        };
-        if let (Value::Object(dst), Value::Object(src)) = (into, status) {
-            dst.extend(src);
-        }
-        record["req_json"] = req;
-        record
-    }
-
-    pub fn vm_list_json(&self) -> Value {
-        Value::Array(self.vms.values().map(|v| self.vm_json(v)).collect())
-    }
-
-    pub fn templates_json() -> Value {
-        Value::Array(
-            scenario::TEMPLATES
-                .iter()
-                .map(|(key, name, slots, ram, gpus)| {
-                    let (overprovision, flags) = scenario::template_cpu(key);
-                    json!({
-                        "info": {"name": name, "description": format!("{name} flavour")},
-                        "cpu": {"slots": slots, "overprovision": overprovision, "allowSMT": false, "archs": ["X86_64"], "flags": flags},
-                        "ram": {"ramsize": ram, "reqECC": false},
-                        "pci": if *gpus > 0 { json!([{"vendor": "10de", "model": "1bb1", "quantity": gpus}]) } else { json!([]) },
-                    })
-                })
-                .collect(),
-        )
-    }
-
     // ------------------------------------------------------------ volumes
 
     fn used_storage_gb(&self) -> f64 {
@@ -350,14 +276,9 @@ impl World {
             .sum()
     }
 
-    /// Parses a GB size (number or numeric string) into bytes on the 0.125 GB grid.
-    fn size_field(body: &Value) -> SimResult<u64> {
-        let gb = match body.get("size") {
-            Some(Value::Number(n)) => n.as_f64(),
-            Some(Value::String(s)) => s.trim().parse().ok(),
-            _ => None,
-        }
-        .ok_or_else(|| err(400, "size (GB) is required"))?;
+    /// A GB size as bytes on the 0.125 GB grid.
+    fn size_bytes(gb: Option<f64>) -> SimResult<u64> {
+        let gb = gb.ok_or_else(|| err(400, "size (GB) is required"))?;
         if !(gb > 0.0 && gb.is_finite()) {
             return Err(err(400, format!("size {gb} must be positive")));
         }
@@ -371,33 +292,30 @@ impl World {
         Ok(steps as u64 * units::VOLUME_STEP_BYTES)
     }
 
-    pub fn can_create(&self, body: &Value) -> SimResult<Value> {
-        let bytes = Self::size_field(body)?;
-        let fits = self.volumes.len() < self.scenario.limits.max_volumes
-            && self.used_storage_gb() + bytes as f64 / 1e9 <= self.scenario.limits.max_storage_gb;
-        Ok(json!(if fits { 1 } else { 0 }))
+    /// Whether a volume of this size fits now.
+    pub fn can_create(&self, req: &wire::VolumeCanCreate) -> SimResult<bool> {
+        let bytes = Self::size_bytes(req.size_gb)?;
+        Ok(self.volumes.len() < self.scenario.limits.max_volumes
+            && self.used_storage_gb() + bytes as f64 / 1e9 <= self.scenario.limits.max_storage_gb)
     }
 
-    pub fn create_volume(&mut self, body: &Value) -> SimResult<Value> {
-        let bytes = Self::size_field(body)?;
-        let name = body
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let text = |k: &str, d: &str, allowed: &[&str]| -> SimResult<String> {
-            let v = body.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
+    pub fn create_volume(&mut self, req: &wire::VolumeCreate) -> SimResult<SimVolume> {
+        let bytes = Self::size_bytes(req.size_gb)?;
+        let text = |k: &str, v: &Option<String>, d: &str, allowed: &[&str]| -> SimResult<String> {
+            let v = v.as_deref().unwrap_or(d).to_string();
             if allowed.contains(&v.as_str()) {
                 Ok(v)
             } else {
                 Err(err(400, format!("{k} {v:?}: expected one of {allowed:?}")))
             }
         };
-        let flag = |k: &str, d: bool| body.get(k).and_then(Value::as_bool).unwrap_or(d);
-        let bus = text("bus", "virtio", &["virtio", "sata"])?;
-        let format = text("format", "raw", &["raw", "qcow2"])?;
-        text("alg", "no", &["rsync", "cp", "no"])?;
-        let (shareable, bootable) = (flag("shareable", false), flag("bootable", false));
+        let bus = text("bus", &req.bus, "virtio", &["virtio", "sata"])?;
+        let format = text("format", &req.format, "raw", &["raw", "qcow2"])?;
+        text("alg", &req.alg, "no", &["rsync", "cp", "no"])?;
+        let (shareable, bootable) = (
+            req.shareable.unwrap_or(false),
+            req.bootable.unwrap_or(false),
+        );
         if shareable && bootable {
             return Err(err(400, "a volume cannot be both shareable and bootable"));
         }
@@ -411,56 +329,21 @@ impl World {
         }
         let v = SimVolume {
             id: new_id(),
-            name,
+            name: req.name.clone(),
             size_bytes: bytes,
             format,
             bus,
             shareable,
-            private: flag("private", true),
-            readonly: flag("readonly", false),
+            private: req.private.unwrap_or(true),
+            readonly: req.readonly.unwrap_or(false),
             bootable,
-            clonable: flag("clonable", true),
+            clonable: req.clonable.unwrap_or(true),
             attached_to: vec![],
             serial_prefix: fastrand::u16(..),
-            provider: body
-                .get("provider")
-                .and_then(Value::as_str)
-                .map(String::from),
+            provider: req.provider.clone(),
         };
         self.volumes.insert(v.id.clone(), v.clone());
-        // The create answer uses `vid` and `img_format` (thesis schema [K]).
-        Ok(json!({
-            "vid": v.id, "name": v.name, "size": self.size_out(v.size_bytes), "img_format": v.format,
-            "bus": v.bus, "alg": "no", "clonable": v.clonable, "private": v.private,
-            "shareable": v.shareable, "readonly": v.readonly, "bootable": v.bootable, "creatorID": "sim",
-            "provider": v.provider,
-        }))
-    }
-
-    fn size_out(&self, bytes: u64) -> Value {
-        if self.scenario.wire.volume_size_gb {
-            json!(bytes as f64 / 1e9)
-        } else {
-            json!(bytes)
-        }
-    }
-
-    pub fn volume_json(&self, v: &SimVolume) -> Value {
-        json!({
-            "volumeID": v.id, "name": v.name, "size": self.size_out(v.size_bytes),
-            "sizeOnDisk": 0, "format": v.format, "bus": v.bus, "alg": "no", "private": v.private,
-            "bootable": v.bootable, "readonly": v.readonly, "shareable": v.shareable,
-            "clonable": v.clonable, "cloudinit": false, "ceph": false, "exported": true, "own": true,
-            "creatorID": "sim", "server": "storage-1", "servers": ["storage-1"], "nservers": 1,
-            "serverurl": "https://storage-1.local:7772", "lastUpdated": "2026-01-01T00:00:00Z",
-            "provider": v.provider,
-        })
-    }
-
-    fn volume_id_field(body: &Value) -> SimResult<&str> {
-        body.get("volume_id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(400, "volume_id is required"))
+        Ok(v)
     }
 
     pub fn volume(&self, id: &str) -> SimResult<&SimVolume> {
@@ -469,19 +352,8 @@ impl World {
             .ok_or_else(|| err(404, format!("[VolumeNotFound] volume {id} not found")))
     }
 
-    pub fn volume_info(&self, body: &Value) -> SimResult<Value> {
-        let v = self.volume(Self::volume_id_field(body)?)?;
-        let j = self.volume_json(v);
-        Ok(if self.scenario.wire.volume_info_wrapped {
-            json!({ "volume": j })
-        } else {
-            j
-        })
-    }
-
-    pub fn destroy_volume(&mut self, body: &Value) -> SimResult<SimVolume> {
-        let id = Self::volume_id_field(body)?.to_string();
-        let v = self.volume(&id)?;
+    pub fn destroy_volume(&mut self, id: &str) -> SimResult<SimVolume> {
+        let v = self.volume(id)?;
         if !v.attached_to.is_empty() {
             return Err(err(
                 409,
@@ -491,13 +363,13 @@ impl World {
                 ),
             ));
         }
-        Ok(self.volumes.remove(&id).expect("checked above"))
+        Ok(self.volumes.remove(id).expect("checked above"))
     }
 
     /// Grow-only resize [I body]. Returns the volume and its previous size.
-    pub fn resize_volume(&mut self, body: &Value) -> SimResult<(SimVolume, u64)> {
-        let id = Self::volume_id_field(body)?.to_string();
-        let bytes = Self::size_field(body)?;
+    pub fn resize_volume(&mut self, req: &wire::VolumeResize) -> SimResult<(SimVolume, u64)> {
+        let id = req.volume_id.clone();
+        let bytes = Self::size_bytes(req.size_gb)?;
         let v = self.volume(&id)?;
         let old = v.size_bytes;
         if bytes < old {
@@ -520,8 +392,8 @@ impl World {
 
     /// Attach [I body]. Idempotent for the same VM; a volume attached elsewhere is refused unless
     /// shareable. Returns the volume, the VM and whether this call changed anything.
-    pub fn attach(&mut self, body: &Value) -> SimResult<(SimVolume, SimVm, bool)> {
-        let (vm_id, vol_id) = Self::attach_fields(body)?;
+    pub fn attach(&mut self, req: &wire::Attachment) -> SimResult<(SimVolume, SimVm, bool)> {
+        let (vm_id, vol_id) = (req.vm_uid.clone(), req.volume_id.clone());
         let vm = self
             .vms
             .get(&vm_id)
@@ -582,48 +454,13 @@ impl World {
 
     /// The hypervisor's name for a VM's disk: the boot disk is vda, data disks follow in attach
     /// order.
-    fn target_dev(vm: &SimVm, volume_id: &str) -> String {
+    pub fn target_dev(vm: &SimVm, volume_id: &str) -> String {
         let idx = vm.volumes.iter().position(|x| x == volume_id).unwrap_or(0) + 1;
         format!("vd{}", (b'a' + (idx % 26) as u8) as char)
     }
 
-    /// The attach answer [I]: device and serial in the id-prefix scheme; nothing in the name
-    /// scheme (no source shows what attach returns).
-    pub fn attach_answer(&self, vm: &SimVm, v: &SimVolume) -> Value {
-        match self.scenario.wire.disk_serial {
-            DiskSerial::IdPrefix => json!({
-                "vm_uid": vm.id, "volume_id": v.id,
-                "device": format!("/dev/{}", Self::target_dev(vm, &v.id)),
-                "serial": self.guest_serial(v),
-            }),
-            DiskSerial::Name => json!({"vm_uid": vm.id, "volume_id": v.id}),
-        }
-    }
-
-    /// The libvirt domain XML of a VM [K shape]: `<target dev bus>` per disk, and `<serial>` only
-    /// in the name scheme (today's real XML has none, §8.2).
-    fn domain_xml(&self, vm: &SimVm) -> String {
-        let mut disks = String::from(
-            "<disk type='file' device='disk'><source file='/var/lib/atomos/boot.qcow2'/><target dev='vda' bus='virtio'/></disk>",
-        );
-        for vid in &vm.volumes {
-            let serial = match (self.scenario.wire.disk_serial, self.volumes.get(vid)) {
-                (DiskSerial::Name, Some(v)) => format!("<serial>{}</serial>", self.guest_serial(v)),
-                _ => String::new(),
-            };
-            disks.push_str(&format!(
-                "<disk type='file' device='disk'><source file='/var/lib/atomos/volumes/{vid}.img'/><target dev='{}' bus='virtio'/>{serial}</disk>",
-                Self::target_dev(vm, vid)
-            ));
-        }
-        format!(
-            "<domain type='kvm'><name>{}</name><uuid>{}</uuid><devices>{disks}</devices></domain>",
-            vm.id, vm.id
-        )
-    }
-
-    pub fn detach(&mut self, body: &Value) -> SimResult<(SimVolume, SimVm)> {
-        let (vm_id, vol_id) = Self::attach_fields(body)?;
+    pub fn detach(&mut self, req: &wire::Attachment) -> SimResult<(SimVolume, SimVm)> {
+        let (vm_id, vol_id) = (req.vm_uid.clone(), req.volume_id.clone());
         let attached = self
             .vms
             .get(&vm_id)
@@ -645,42 +482,11 @@ impl World {
         Ok((v.clone(), vm))
     }
 
-    fn attach_fields(body: &Value) -> SimResult<(String, String)> {
-        let vm = body
-            .get("vm_uid")
-            .or_else(|| body.get("local_index"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(400, "vm_uid is required"))?;
-        let vol = body
-            .get("volume_id")
-            .or_else(|| body.get("vid"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(400, "volume_id is required"))?;
-        Ok((vm.to_string(), vol.to_string()))
-    }
-
-    pub fn volume_list_json(&self) -> Vec<Value> {
-        self.volumes.values().map(|v| self.volume_json(v)).collect()
-    }
-
     // ------------------------------------------------------------ networks
 
-    pub fn network_json(n: &SimNetwork) -> Value {
-        json!({
-            "network_uid": n.id, "network_name": n.name, "type": "libvirt", "mode": "nat",
-            "private": n.private, "creator_uid": "sim", "device_name": "virbr0",
-            "serverurl": "https://atomos-1.local:7776", "ip": {"address": n.cidr}, "routes": [],
-        })
-    }
-
-    pub fn network_info(&self, body: &Value) -> SimResult<Value> {
-        let id = body
-            .get("network_uid")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(400, "network_uid is required"))?;
+    pub fn network(&self, id: &str) -> SimResult<&SimNetwork> {
         self.networks
             .get(id)
-            .map(Self::network_json)
             .ok_or_else(|| err(404, format!("network {id} not found")))
     }
 
@@ -739,13 +545,10 @@ impl World {
 
     /// The `cancreate` answer of the services envelope [K route, M body]: one (simulated) server,
     /// able or not.
-    pub fn lb_can_create(&self, spec: &LoadBalancerSpec) -> SimResult<Value> {
+    /// Whether this load balancer can be created now.
+    pub fn lb_can_create(&self, spec: &LoadBalancerSpec) -> SimResult<bool> {
         self.validate_lb(spec)?;
-        let able = self.lb_capacity(spec).is_ok();
-        Ok(json!({
-            "nservers": u32::from(able),
-            "servers": [{"cancreate": able, "provider": "atomos", "target": "elemento-sim", "carbon_footprint": 0, "billing": []}],
-        }))
+        Ok(self.lb_capacity(spec).is_ok())
     }
 
     pub fn create_lb(&mut self, spec: LoadBalancerSpec) -> SimResult<SimLb> {
@@ -793,15 +596,6 @@ impl World {
         Ok(lb)
     }
 
-    /// A `running` record of the services envelope [I]: `service_uuid` and `status` as the
-    /// services list has them [K columns], the address at the top level, our spec in `req`.
-    pub fn lb_record(lb: &SimLb) -> Value {
-        json!({
-            "service_uuid": lb.id, "status": lb.status, "ip": lb.ip,
-            "req": serde_json::to_value(&lb.spec).unwrap_or_default(),
-        })
-    }
-
     pub fn delete_lb(&mut self, id: &str) -> SimResult<SimLb> {
         self.lbs
             .remove(id)
@@ -812,27 +606,13 @@ impl World {
 #[cfg(test)]
 mod tests {
 
-    #[test]
-    fn templates_carry_the_repository_cpu_fields() {
-        let t = World::templates_json();
-        let cpu = |name: &str| {
-            t.as_array()
-                .unwrap()
-                .iter()
-                .find(|x| x["info"]["name"] == name)
-                .map(|x| x["cpu"].clone())
-                .unwrap()
-        };
-        assert_eq!(cpu("Helium")["overprovision"], 4);
-        assert_eq!(cpu("Helium")["flags"], serde_json::json!([]));
-        assert_eq!(cpu("Neon")["flags"], serde_json::json!(["sse2"]));
-        for n in ["Argon", "Argon 2", "Kripton"] {
-            assert_eq!(cpu(n)["flags"], serde_json::json!(["sse2", "avx2"]), "{n}");
-            assert_eq!(cpu(n)["overprovision"], 2, "{n}");
-        }
-    }
-
     use super::*;
+    use serde_json::{Value, json};
+
+    /// A request as the HTTP layer decodes it.
+    fn req<T: serde::de::DeserializeOwned>(body: Value) -> T {
+        wire::decode(body.to_string().as_bytes()).expect("request")
+    }
 
     fn world() -> World {
         let vms = vec![
@@ -863,28 +643,23 @@ mod tests {
         let mut w = world();
         let (a, b) = ids(&w);
         let v = w
-            .create_volume(&json!({"size": 1.125, "name": "v"}))
+            .create_volume(&req(json!({"size": 1.125, "name": "v"})))
             .unwrap();
-        let vid = v["vid"].as_str().unwrap().to_string();
-        let body = json!({"vm_uid": a, "volume_id": vid});
+        let vid = v.id.clone();
+        let body: wire::Attachment = req(json!({"vm_uid": a, "volume_id": vid}));
         assert!(w.attach(&body).unwrap().2);
         assert!(
             !w.attach(&body).unwrap().2,
             "second attach to the same VM is a no-op"
         );
         let e = w
-            .attach(&json!({"vm_uid": b, "volume_id": vid}))
+            .attach(&req(json!({"vm_uid": b, "volume_id": vid})))
             .unwrap_err();
         assert_eq!(e.status, 409);
-        assert_eq!(
-            w.destroy_volume(&json!({"volume_id": vid}))
-                .unwrap_err()
-                .status,
-            409
-        );
+        assert_eq!(w.destroy_volume(&vid).unwrap_err().status, 409);
         w.detach(&body).unwrap();
         assert_eq!(w.detach(&body).unwrap_err().status, 404);
-        w.destroy_volume(&json!({"volume_id": vid})).unwrap();
+        w.destroy_volume(&vid).unwrap();
     }
 
     /// A volume made on a provider attaches only to VMs of that provider (no provider = atomos).
@@ -893,15 +668,15 @@ mod tests {
         let mut w = world();
         let (a, _) = ids(&w);
         let on = |w: &mut World, provider: &str| {
-            w.create_volume(&json!({"size": 1.125, "name": provider, "provider": provider}))
-                .unwrap()["vid"]
-                .as_str()
-                .unwrap()
-                .to_string()
+            w.create_volume(&req(
+                json!({"size": 1.125, "name": provider, "provider": provider}),
+            ))
+            .unwrap()
+            .id
         };
         let ovh = on(&mut w, "ovh");
         let e = w
-            .attach(&json!({"vm_uid": a, "volume_id": ovh}))
+            .attach(&req(json!({"vm_uid": a, "volume_id": ovh})))
             .unwrap_err();
         assert_eq!(e.status, 409);
         assert!(
@@ -911,7 +686,7 @@ mod tests {
         );
         let atomos = on(&mut w, "atomos");
         assert!(
-            w.attach(&json!({"vm_uid": a, "volume_id": atomos}))
+            w.attach(&req(json!({"vm_uid": a, "volume_id": atomos})))
                 .unwrap()
                 .2
         );
@@ -925,22 +700,26 @@ mod tests {
     fn sizes_are_on_the_grid_and_grow_only() {
         let mut w = world();
         assert_eq!(
-            w.create_volume(&json!({"size": 1.1})).unwrap_err().status,
+            w.create_volume(&req(json!({"size": 1.1})))
+                .unwrap_err()
+                .status,
             400
         );
         assert_eq!(
-            w.create_volume(&json!({"size": -1})).unwrap_err().status,
+            w.create_volume(&req(json!({"size": -1})))
+                .unwrap_err()
+                .status,
             400
         );
-        let v = w.create_volume(&json!({"size": "2"})).unwrap();
-        assert_eq!(v["size"], json!(2_000_000_000u64));
-        let vid = v["vid"].as_str().unwrap();
+        let v = w.create_volume(&req(json!({"size": "2"}))).unwrap();
+        assert_eq!(v.size_bytes, 2_000_000_000u64);
+        let vid = v.id.as_str();
         let e = w
-            .resize_volume(&json!({"volume_id": vid, "size": 1}))
+            .resize_volume(&req(json!({"volume_id": vid, "size": 1})))
             .unwrap_err();
         assert!(e.body.contains("NotShrinkable"));
         assert_eq!(
-            w.resize_volume(&json!({"volume_id": vid, "size": 3}))
+            w.resize_volume(&req(json!({"volume_id": vid, "size": 3})))
                 .unwrap()
                 .0
                 .size_bytes,
@@ -960,14 +739,14 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            w.register(&json!({"info": {"vm_name": "y"}}))
+            w.register(&req(json!({"info": {"vm_name": "y"}})))
                 .unwrap_err()
                 .status,
             404
         );
-        assert_eq!(w.can_create(&json!({"size": "3"})).unwrap(), json!(0));
+        assert!(!w.can_create(&req(json!({"size": "3"}))).unwrap());
         assert!(
-            w.create_volume(&json!({"size": 3}))
+            w.create_volume(&req(json!({"size": 3})))
                 .unwrap_err()
                 .body
                 .contains("VolumeNotAllocable")
@@ -978,9 +757,10 @@ mod tests {
     fn removing_a_vm_detaches_and_untargets() {
         let mut w = world();
         let (a, _) = ids(&w);
-        let v = w.create_volume(&json!({"size": 1})).unwrap();
-        let vid = v["vid"].as_str().unwrap().to_string();
-        w.attach(&json!({"vm_uid": a, "volume_id": vid})).unwrap();
+        let v = w.create_volume(&req(json!({"size": 1}))).unwrap();
+        let vid = v.id.clone();
+        w.attach(&req(json!({"vm_uid": a, "volume_id": vid})))
+            .unwrap();
         w.remove_vm(&a).unwrap();
         assert!(w.volumes[&vid].attached_to.is_empty());
     }

@@ -1,4 +1,4 @@
-//! The API client against a live simulator: every call in docs/meson-api.md, retries, re-login,
+//! The API client against a live simulator (in the client crate; the simulator is a dev-dependency): every call in docs/meson-api.md, retries, re-login,
 //! wire variants and persistence.
 
 use std::time::{Duration, Instant};
@@ -644,7 +644,7 @@ async fn vm_status_fields_at_either_level() {
         s.vms[1].tags = vec!["k8s-cluster=c1".into(), "k8s-nodegroup=g".into()];
         s.vms[1].power = Some("shut off".into());
         let sim = sim_with(s).await;
-        let raw = sim.sim.world.lock().await.vm_list_json();
+        let raw = elemento_sim::wire::vm_list(&*sim.sim.world.lock().await);
         let rec = &raw[1];
         let where_ = if top_level {
             rec.clone()
