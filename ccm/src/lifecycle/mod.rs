@@ -172,3 +172,155 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
         Action::requeue(period)
     })
 }
+
+/// The executor against a scripted Kubernetes API and the simulator: one scenario per decision
+/// (nothing, taint a shut-off VM's Node, untaint when it runs, delete once the VM is confirmed
+/// gone).
+#[cfg(test)]
+mod executor_tests {
+    use super::*;
+    use crate::fixtures::{self, ScriptedApi, step};
+    use http::Method;
+    use serde_json::{Value, json};
+
+    const SCENARIO: &str = "vms:\n  - {id: vm-on, name: on, template: neon}\n  - {id: vm-off, name: off, template: neon, power: shut off}\n";
+
+    fn node(name: &str, vm: &str, ready: bool, taints: Value) -> Node {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": "7"},
+            "spec": {"providerID": format!("elemento://{vm}"), "taints": taints},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        }))
+        .expect("node")
+    }
+
+    fn patched(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+    }
+
+    async fn run(
+        steps: Vec<fixtures::Step>,
+        n: &Node,
+        missing: &Missing,
+    ) -> (Result<Action, Error>, ScriptedApi) {
+        let sim = fixtures::simulator(SCENARIO).await;
+        let api = ScriptedApi::new(steps);
+        let ctx = fixtures::ctx(api.client(), &sim);
+        let result = reconcile_inner(n, &ctx, missing).await;
+        sim.shutdown().await;
+        (result, api)
+    }
+
+    #[tokio::test]
+    async fn a_ready_node_without_our_taints_costs_no_call() {
+        let (result, api) = run(
+            vec![],
+            &node("on", "vm-on", true, json!([])),
+            &Missing::default(),
+        )
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        api.verify();
+        assert!(api.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_shut_off_vm_taints_its_node_and_starts_the_clock() {
+        let user = json!({"key": "user", "effect": "NoSchedule"});
+        let n = node("off", "vm-off", false, json!([user]));
+        let (result, api) = run(
+            vec![step(
+                Method::PATCH,
+                "/api/v1/nodes/off",
+                200,
+                patched("off"),
+            )],
+            &n,
+            &Missing::default(),
+        )
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        api.verify();
+        let patch = &api.seen()[0].body;
+        assert_eq!(
+            patch["spec"]["taints"],
+            json!([user, {"key": decide::SHUTDOWN_TAINT, "effect": "NoSchedule"}]),
+            "the operator's taint is kept"
+        );
+        assert_eq!(patch["metadata"]["resourceVersion"], "7");
+        let since = patch["metadata"]["annotations"][ANN_SHUT_OFF_SINCE]
+            .as_str()
+            .expect("shut-off-since");
+        assert!(decide::parse_shut_off_since(since).is_some(), "{since}");
+    }
+
+    #[tokio::test]
+    async fn a_running_vm_clears_our_taint_and_the_clock() {
+        let n = node(
+            "on",
+            "vm-on",
+            false,
+            json!([{"key": decide::SHUTDOWN_TAINT, "effect": "NoSchedule"}]),
+        );
+        let (result, api) = run(
+            vec![step(Method::PATCH, "/api/v1/nodes/on", 200, patched("on"))],
+            &n,
+            &Missing::default(),
+        )
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        api.verify();
+        let patch = &api.seen()[0].body;
+        assert_eq!(patch["spec"]["taints"], json!([]));
+        assert!(
+            patch["metadata"]["annotations"]
+                .as_object()
+                .is_some_and(
+                    |a| a.contains_key(ANN_SHUT_OFF_SINCE) && a[ANN_SHUT_OFF_SINCE].is_null()
+                ),
+            "the annotation is removed: {patch}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_vm_missing_once_waits_and_missing_twice_deletes_the_node() {
+        let n = node("gone", "vm-gone", false, json!([]));
+        let missing = Missing::default();
+        // First miss: no write, a look again after the confirmation window.
+        let (result, api) = run(vec![], &n, &missing).await;
+        assert_eq!(result.ok(), Some(Action::requeue(GONE_CONFIRMATION)));
+        api.verify();
+        // Missing from an older listing, long enough ago: the Node goes, with an event.
+        missing.0.lock().expect("missing").insert(
+            "vm-gone".into(),
+            (
+                0,
+                Instant::now() - GONE_CONFIRMATION - Duration::from_millis(100),
+            ),
+        );
+        let (result, api) = run(
+            vec![
+                step(
+                    Method::POST,
+                    "/apis/events.k8s.io/v1/namespaces/default/events",
+                    201,
+                    json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"}, "eventTime": "2026-12-02T00:00:00.000000Z"}),
+                ),
+                step(Method::DELETE, "/api/v1/nodes/gone", 200, patched("gone")),
+            ],
+            &n,
+            &missing,
+        )
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        api.verify();
+        let seen = api.seen();
+        assert_eq!(seen[0].body["reason"], "DeletingNode");
+        assert_eq!(
+            seen[1].body["preconditions"]["uid"], "uid-gone",
+            "only this Node, not a re-registered one of the same name"
+        );
+        assert!(missing.0.lock().expect("missing").is_empty());
+    }
+}

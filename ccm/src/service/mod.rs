@@ -819,25 +819,8 @@ mod executor_tests {
     #[tokio::test]
     async fn without_an_update_route_a_changed_lb_is_replaced_and_the_old_one_deleted() {
         let sim = fixtures::simulator(&scenario(false)).await;
-        let first = service(json!({}), json!([]));
-        let ok = serde_json::to_value(&first).expect("json");
-        let setup = ScriptedApi::new(vec![
-            step(Method::PATCH, SVC, 200, ok.clone()),
-            step(Method::POST, EVENTS, 201, event()),
-            step(Method::PATCH, SVC, 200, ok.clone()),
-            step(Method::PATCH, &format!("{SVC}/status"), 200, ok.clone()),
-        ]);
-        let (store, mut writer) = nodes(&[("n1", "vm-1")]);
-        let st = state(fixtures::ctx(setup.client(), &sim), store);
-        ensure(&first, &st).await.expect("create");
-        setup.verify();
-        let old = st
-            .ctx
-            .api
-            .list_load_balancers()
-            .await
-            .expect("lbs")
-            .remove(0);
+        let (old, st, mut writer) = created(&sim, &[("n1", "vm-1")]).await;
+        let ok = serde_json::to_value(service(json!({}), json!([]))).expect("json");
 
         // A second Node joins; the endpoint has no update: replace.
         writer.apply_watcher_event(&watcher::Event::Apply(node("n2", "vm-2")));
@@ -874,6 +857,135 @@ mod executor_tests {
             !st.update_supported.load(Ordering::Relaxed),
             "update is not tried again"
         );
+        sim.shutdown().await;
+    }
+
+    /// Creates the Service's LB on Node n1 and returns it with the state (LB cache filled).
+    async fn created(
+        sim: &elemento_sim::SimHandle,
+        nodes_now: &[(&str, &str)],
+    ) -> (LoadBalancer, ServiceState, Writer<Node>) {
+        let first = service(json!({}), json!([]));
+        let ok = serde_json::to_value(&first).expect("json");
+        let setup = ScriptedApi::new(vec![
+            step(Method::PATCH, SVC, 200, ok.clone()),
+            step(Method::POST, EVENTS, 201, event()),
+            step(Method::PATCH, SVC, 200, ok.clone()),
+            step(Method::PATCH, &format!("{SVC}/status"), 200, ok),
+        ]);
+        let (store, writer) = nodes(nodes_now);
+        let st = state(fixtures::ctx(setup.client(), sim), store);
+        ensure(&first, &st).await.expect("create");
+        setup.verify();
+        let lb = st
+            .ctx
+            .api
+            .list_load_balancers()
+            .await
+            .expect("lbs")
+            .remove(0);
+        (lb, st, writer)
+    }
+
+    /// The Service as the API has it once its LB exists.
+    fn with_lb(lb: &LoadBalancer, annotations: Value) -> Service {
+        let mut a = annotations;
+        a[ANN_LB_ID] = json!(lb.id);
+        let mut svc = service(a, json!([FINALIZER]));
+        svc.status = serde_json::from_value(
+            json!({"loadBalancer": {"ingress": [{"ip": lb.ip, "ipMode": "VIP"}]}}),
+        )
+        .expect("status");
+        svc
+    }
+
+    #[tokio::test]
+    async fn with_an_update_route_a_changed_lb_is_updated_in_place() {
+        let sim = fixtures::simulator(&scenario(true)).await;
+        let (lb, st, mut writer) = created(&sim, &[("n1", "vm-1")]).await;
+        writer.apply_watcher_event(&watcher::Event::Apply(node("n2", "vm-2")));
+        // Same id and address: only the event, no Service write.
+        let api = ScriptedApi::new(vec![step(Method::POST, EVENTS, 201, event())]);
+        let st = ServiceState {
+            ctx: fixtures::ctx(api.client(), &sim),
+            ..st
+        };
+        ensure(&with_lb(&lb, json!({})), &st).await.expect("update");
+        api.verify();
+        assert_eq!(api.seen()[0].body["reason"], "UpdatedLoadBalancer");
+        let lbs = st.ctx.api.list_load_balancers().await.expect("lbs");
+        assert_eq!(lbs.len(), 1);
+        assert_eq!(lbs[0].id, lb.id, "updated, not replaced");
+        assert_eq!(lbs[0].spec.targets, ["vm-1", "vm-2"]);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_renamed_lb_is_made_under_the_new_name_before_the_old_one_goes() {
+        let sim = fixtures::simulator(&scenario(true)).await;
+        let (old, st, _w) = created(&sim, &[("n1", "vm-1")]).await;
+        let svc = with_lb(&old, json!({"load-balancer.elemento.cloud/name": "shop"}));
+        let ok = serde_json::to_value(&svc).expect("json");
+        let api = ScriptedApi::new(vec![
+            step(Method::POST, EVENTS, 201, event()),
+            step(Method::PATCH, SVC, 200, ok.clone()),
+            step(Method::PATCH, &format!("{SVC}/status"), 200, ok),
+            step(Method::POST, EVENTS, 201, event()),
+        ]);
+        let st = ServiceState {
+            ctx: fixtures::ctx(api.client(), &sim),
+            ..st
+        };
+        ensure(&svc, &st).await.expect("rename");
+        api.verify();
+        let lbs = st.ctx.api.list_load_balancers().await.expect("lbs");
+        assert_eq!(lbs.len(), 1, "the old LB is deleted: {lbs:?}");
+        assert_eq!(lbs[0].spec.name, "shop");
+        let seen = api.seen();
+        assert_eq!(seen[0].body["reason"], "EnsuredLoadBalancer");
+        assert_eq!(
+            seen[1].body["metadata"]["annotations"][ANN_LB_ID],
+            lbs[0].id.as_str(),
+            "the Service points at the new LB before the old one is deleted"
+        );
+        assert_eq!(seen[3].body["reason"], "LoadBalancerReplaced");
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn cleanup_deletes_our_lb_then_releases_the_service() {
+        let sim = fixtures::simulator(&scenario(true)).await;
+        let (lb, st, _w) = created(&sim, &[("n1", "vm-1")]).await;
+        // No longer a LoadBalancer Service: the LB goes, then the ingress, finalizer and id.
+        let mut svc = with_lb(&lb, json!({}));
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.type_ = Some("ClusterIP".into());
+        }
+        let ok = serde_json::to_value(&svc).expect("json");
+        let api = ScriptedApi::new(vec![
+            step(Method::POST, EVENTS, 201, event()),
+            step(Method::PATCH, &format!("{SVC}/status"), 200, ok.clone()),
+            step(Method::PATCH, SVC, 200, ok),
+        ]);
+        let st = ServiceState {
+            ctx: fixtures::ctx(api.client(), &sim),
+            ..st
+        };
+        reconcile_inner(&svc, &st).await.expect("cleanup");
+        api.verify();
+        assert!(
+            st.ctx
+                .api
+                .list_load_balancers()
+                .await
+                .expect("lbs")
+                .is_empty()
+        );
+        let seen = api.seen();
+        assert_eq!(seen[0].body["reason"], "DeletedLoadBalancer");
+        assert!(seen[1].body["status"]["loadBalancer"]["ingress"].is_null());
+        assert_eq!(seen[2].body["metadata"]["finalizers"], json!([]));
+        assert!(seen[2].body["metadata"]["annotations"][ANN_LB_ID].is_null());
         sim.shutdown().await;
     }
 
