@@ -35,6 +35,13 @@ impl Default for Setup {
     }
 }
 
+/// `n` VMs of a run: (id, name), the name being the Node's.
+pub(crate) fn bench_vms(run: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("{run}-vm-{i}"), format!("{run}-n{i}")))
+        .collect()
+}
+
 pub(crate) fn scenario_yaml(vms: &[(String, String)]) -> String {
     let mut s = String::from(
         "limits: {max_vms: 100000, max_volumes: 100000, max_load_balancers: 100000}\nlb_ip_pool: {first: 100.64.0.10, size: 60000}\nvms:\n",

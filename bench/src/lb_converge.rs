@@ -32,9 +32,7 @@ pub async fn lb_converge(
     setup: Setup,
 ) -> anyhow::Result<LbConverge> {
     let run = unique("lb");
-    let vms: Vec<(String, String)> = (0..nodes + added)
-        .map(|i| (format!("{run}-vm-{i}"), format!("{run}-n{i}")))
-        .collect();
+    let vms = bench_vms(&run, nodes + added);
     let sim = sim(&vms, setup, &[]).await;
     let files = Files::new(&sim);
     let client = testenv().admin_client().await;

@@ -34,9 +34,7 @@ pub struct NodeInit {
 /// each create to the taint's removal, seen through a watch.
 pub async fn node_init(n: usize, setup: Setup) -> anyhow::Result<NodeInit> {
     let run = unique("ni");
-    let vms: Vec<(String, String)> = (0..n)
-        .map(|i| (format!("{run}-vm-{i}"), format!("{run}-n{i}")))
-        .collect();
+    let vms = bench_vms(&run, n);
     let sim = sim(&vms, setup, &[]).await;
     let files = Files::new(&sim);
     let client = testenv().admin_client().await;

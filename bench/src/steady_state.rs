@@ -34,9 +34,7 @@ pub async fn steady_state(
     setup: Setup,
 ) -> anyhow::Result<SteadyState> {
     let run = unique("ss");
-    let vms: Vec<(String, String)> = (0..nodes)
-        .map(|i| (format!("{run}-vm-{i}"), format!("{run}-n{i}")))
-        .collect();
+    let vms = bench_vms(&run, nodes);
     let sim = sim(&vms, setup, &[]).await;
     let files = Files::new(&sim);
     let client = testenv().admin_client().await;

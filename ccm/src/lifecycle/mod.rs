@@ -199,6 +199,21 @@ mod executor_tests {
         json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
     }
 
+    /// The one patch a taint change makes, as the API received it.
+    async fn one_patch(n: &Node) -> Value {
+        let name = n.metadata.name.clone().expect("name");
+        let path = format!("/api/v1/nodes/{name}");
+        let (result, api) = run(
+            vec![step(Method::PATCH, &path, 200, patched(&name))],
+            n,
+            &Missing::default(),
+        )
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        api.verify();
+        api.seen().remove(0).body
+    }
+
     async fn run(
         steps: Vec<fixtures::Step>,
         n: &Node,
@@ -229,20 +244,7 @@ mod executor_tests {
     async fn a_shut_off_vm_taints_its_node_and_starts_the_clock() {
         let user = json!({"key": "user", "effect": "NoSchedule"});
         let n = node("off", "vm-off", false, json!([user]));
-        let (result, api) = run(
-            vec![step(
-                Method::PATCH,
-                "/api/v1/nodes/off",
-                200,
-                patched("off"),
-            )],
-            &n,
-            &Missing::default(),
-        )
-        .await;
-        assert!(result.is_ok(), "{result:?}");
-        api.verify();
-        let patch = &api.seen()[0].body;
+        let patch = one_patch(&n).await;
         assert_eq!(
             patch["spec"]["taints"],
             json!([user, {"key": decide::SHUTDOWN_TAINT, "effect": "NoSchedule"}]),
@@ -263,15 +265,7 @@ mod executor_tests {
             false,
             json!([{"key": decide::SHUTDOWN_TAINT, "effect": "NoSchedule"}]),
         );
-        let (result, api) = run(
-            vec![step(Method::PATCH, "/api/v1/nodes/on", 200, patched("on"))],
-            &n,
-            &Missing::default(),
-        )
-        .await;
-        assert!(result.is_ok(), "{result:?}");
-        api.verify();
-        let patch = &api.seen()[0].body;
+        let patch = one_patch(&n).await;
         assert_eq!(patch["spec"]["taints"], json!([]));
         assert!(
             patch["metadata"]["annotations"]

@@ -825,16 +825,7 @@ mod executor_tests {
         // A second Node joins; the endpoint has no update: replace.
         writer.apply_watcher_event(&watcher::Event::Apply(node("n2", "vm-2")));
         let svc = service(json!({ANN_LB_ID: old.id}), json!([FINALIZER]));
-        let api = ScriptedApi::new(vec![
-            step(Method::POST, EVENTS, 201, event()),
-            step(Method::PATCH, SVC, 200, ok.clone()),
-            step(Method::PATCH, &format!("{SVC}/status"), 200, ok),
-            step(Method::POST, EVENTS, 201, event()),
-        ]);
-        let st = ServiceState {
-            ctx: fixtures::ctx(api.client(), &sim),
-            ..st
-        };
+        let (st, api) = replacing(st, &sim, &ok);
         ensure(&svc, &st).await.expect("replace");
         api.verify();
         let lbs = st.ctx.api.list_load_balancers().await.expect("lbs");
@@ -887,6 +878,26 @@ mod executor_tests {
         (lb, st, writer)
     }
 
+    /// The Kubernetes side of a replace: the new LB's event, the id annotation, the ingress, and
+    /// the replaced event once the old LB is deleted. Returns the state on that script.
+    fn replacing(
+        st: ServiceState,
+        sim: &elemento_sim::SimHandle,
+        ok: &Value,
+    ) -> (ServiceState, ScriptedApi) {
+        let api = ScriptedApi::new(vec![
+            step(Method::POST, EVENTS, 201, event()),
+            step(Method::PATCH, SVC, 200, ok.clone()),
+            step(Method::PATCH, &format!("{SVC}/status"), 200, ok.clone()),
+            step(Method::POST, EVENTS, 201, event()),
+        ]);
+        let st = ServiceState {
+            ctx: fixtures::ctx(api.client(), sim),
+            ..st
+        };
+        (st, api)
+    }
+
     /// The Service as the API has it once its LB exists.
     fn with_lb(lb: &LoadBalancer, annotations: Value) -> Service {
         let mut a = annotations;
@@ -926,16 +937,7 @@ mod executor_tests {
         let (old, st, _w) = created(&sim, &[("n1", "vm-1")]).await;
         let svc = with_lb(&old, json!({"load-balancer.elemento.cloud/name": "shop"}));
         let ok = serde_json::to_value(&svc).expect("json");
-        let api = ScriptedApi::new(vec![
-            step(Method::POST, EVENTS, 201, event()),
-            step(Method::PATCH, SVC, 200, ok.clone()),
-            step(Method::PATCH, &format!("{SVC}/status"), 200, ok),
-            step(Method::POST, EVENTS, 201, event()),
-        ]);
-        let st = ServiceState {
-            ctx: fixtures::ctx(api.client(), &sim),
-            ..st
-        };
+        let (st, api) = replacing(st, &sim, &ok);
         ensure(&svc, &st).await.expect("rename");
         api.verify();
         let lbs = st.ctx.api.list_load_balancers().await.expect("lbs");
