@@ -164,6 +164,20 @@ install_from_shared() { # dir tarball-prefix version cmd-name
   stamp "$name" "$version"
 }
 
+# The real cluster-autoscaler, from the trimmed source snapshot in ../shared/tools (its module is
+# not served by the Go proxy; its dependencies are), with only the externalgrpc provider.
+install_cluster_autoscaler() {
+  local version=$CLUSTER_AUTOSCALER_VERSION tarball src
+  fresh cluster-autoscaler "$version" && return 0
+  tarball="$SHARED/tools/cluster-autoscaler/cluster-autoscaler-$version-src.tar.gz"
+  [ -f "$tarball" ] || { log "missing $tarball (the shared tools folder next to the project)"; return 1; }
+  (cd "$SHARED/tools/cluster-autoscaler" && grep " $(basename "$tarball")\$" SHA256SUMS | sha256sum -c --quiet -)
+  src=$CACHE/src/cluster-autoscaler-$version; rm -rf "${src:?}"; mkdir -p "$src"
+  tar xzf "$tarball" -C "$src"
+  (cd "$src/cluster-autoscaler" && nice -n 10 go build -tags externalgrpc -trimpath -ldflags "-s -w" -o "$BIN/cluster-autoscaler" .)
+  stamp cluster-autoscaler "$version"
+}
+
 # The pod sandbox's PID 1 (tests/env/pause), built as a static binary for the pause image.
 install_pause() {
   local version; version=$(sha256sum "$here/pause/main.go" | cut -c1-16)
@@ -188,6 +202,8 @@ STEPS=(
   "pause install_pause"
   "e2e-test install_e2e_test"
   "ginkgo install_go_tool $GINKGO_MODULE $GINKGO_VERSION ginkgo"
+  "cluster-autoscaler install_cluster_autoscaler"
+  "kwok install_go_tool $KWOK_MODULE $KWOK_VERSION cmd/kwok"
 )
 
 main() {
