@@ -392,6 +392,7 @@ mod tests {
             slots: s,
             ram_mib: r,
             gpus: g,
+            ..Default::default()
         })
         .collect()
     }

@@ -38,6 +38,15 @@ struct Inner {
     observer: Option<Arc<dyn CallObserver>>,
 }
 
+/// A request body: JSON, or bytes of another content type (the cloud-init upload is multipart).
+enum RequestBody {
+    Json(Value),
+    Raw {
+        content_type: String,
+        bytes: Vec<u8>,
+    },
+}
+
 struct Reply {
     status: u16,
     body: Vec<u8>,
@@ -127,7 +136,7 @@ impl Client {
         route: &Route,
         path: &str,
         query: &[(&str, &str)],
-        body: Option<&Value>,
+        body: Option<&RequestBody>,
     ) -> Result<Reply, TryError> {
         let base = self.inner.endpoints.get(route.service);
         let url = base
@@ -147,8 +156,17 @@ impl Client {
         if let Some(token) = self.auth().bearer_token {
             req = req.bearer_auth(token.expose());
         }
-        if let Some(b) = body {
-            req = req.json(b);
+        match body {
+            Some(RequestBody::Json(b)) => req = req.json(b),
+            Some(RequestBody::Raw {
+                content_type,
+                bytes,
+            }) => {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
+                    .body(bytes.clone());
+            }
+            None => {}
         }
         let started = Instant::now();
         let observe = |outcome: &str| {
@@ -225,7 +243,7 @@ impl Client {
         route: &Route,
         path: &str,
         query: &[(&str, &str)],
-        body: Option<&Value>,
+        body: Option<&RequestBody>,
     ) -> Result<Reply, ApiError> {
         let mut attempt = 0;
         let mut relogged = false;
@@ -323,7 +341,7 @@ impl Client {
             .map_err(|e| ApiError::Config(format!("encoding login: {e}")))?;
         let route = &routes::AUTH_LOGIN;
         let reply = self
-            .try_once(route, route.path, &[], Some(&value))
+            .try_once(route, route.path, &[], Some(&RequestBody::Json(value)))
             .await
             .map_err(|t| t.error)?;
         if !(200..300).contains(&reply.status) {
@@ -402,6 +420,31 @@ impl Client {
         Ok(serde_json::from_slice::<VmWire>(&r.body)
             .ok()
             .and_then(VmWire::normalise))
+    }
+
+    /// How many servers can take this Spec, and the providers' offers [K]. The body is the Spec
+    /// without `info` and `volumes` [K].
+    /// "Nowhere" is a non-2xx answer [K]: when its body is still an allocation, it is returned
+    /// (with no server able) rather than an error.
+    pub async fn can_allocate(&self, spec: &RegisterVmRequest) -> Result<Allocation, ApiError> {
+        let route = &routes::VM_CANALLOCATE;
+        match self.call(route, &[], Some(&placement_body(spec))).await {
+            Ok(r) => decode_one(route, &r, None),
+            Err(ApiError::NotFound { message, .. } | ApiError::LimitReached { message, .. })
+                if serde_json::from_str::<Allocation>(&message).is_ok() =>
+            {
+                Ok(serde_json::from_str(&message).unwrap_or_default())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The providers' prices for this Spec (`mesos`) [K].
+    pub async fn market_prices(&self, spec: &RegisterVmRequest) -> Result<Allocation, ApiError> {
+        let r = self
+            .call(&routes::VM_MARKETPRICES, &[], Some(&placement_body(spec)))
+            .await?;
+        decode_one(&routes::VM_MARKETPRICES, &r, None)
     }
 
     /// Deletes a VM; `Ok(false)` when it was already gone.
@@ -547,6 +590,58 @@ impl Client {
         gone_is_ok(self.call(&routes::VOLUME_DESTROY, &[], Some(&body)).await)
     }
 
+    /// A bootable volume from a cloud image URL (`/volume/cloudinit/create`) [K]; its id. Not
+    /// retried on ambiguous failures: look the name up before calling again.
+    pub async fn create_cloud_image(&self, req: &CloudImageRequest) -> Result<String, ApiError> {
+        let r = self
+            .call(&routes::VOLUME_CLOUDIMAGE_CREATE, &[], Some(req))
+            .await?;
+        volume_id_of(&routes::VOLUME_CLOUDIMAGE_CREATE, &r)
+    }
+
+    /// A cloud-init volume holding `user-data` and `meta-data` (`/volume/cloudinit/metadata`) [K]:
+    /// the first upload names the volume (206 until every file is in), the second names its id.
+    /// Nothing of the files is logged: user-data may carry a short-lived join token.
+    pub async fn create_cloud_init_volume(
+        &self,
+        req: &CloudInitVolumeRequest,
+        user_data: &[u8],
+        meta_data: &[u8],
+    ) -> Result<String, ApiError> {
+        let route = &routes::VOLUME_CLOUDINIT_METADATA;
+        let first = serde_json::to_vec(req)
+            .map_err(|e| ApiError::Config(format!("{}: encoding request: {e}", route.name)))?;
+        let r = self.upload(route, &first, "user-data", user_data).await?;
+        let vid = volume_id_of(route, &r)?;
+        let next = serde_json::to_vec(&serde_json::json!({ "vid": vid }))
+            .map_err(|e| ApiError::Config(format!("{}: encoding request: {e}", route.name)))?;
+        self.upload(route, &next, "meta-data", meta_data).await?;
+        Ok(vid)
+    }
+
+    /// One multipart upload of `file` named `name`, the path segment the base64 of `meta`.
+    async fn upload(
+        &self,
+        route: &Route,
+        meta: &[u8],
+        name: &str,
+        file: &[u8],
+    ) -> Result<Reply, ApiError> {
+        let boundary = format!("elemento-{:016x}", fastrand::u64(..));
+        let mut bytes = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        bytes.extend_from_slice(file);
+        bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let body = RequestBody::Raw {
+            content_type: format!("multipart/form-data; boundary={boundary}"),
+            bytes,
+        };
+        let path = route.path_with(&[("meta", &crate::units::base64(meta))]);
+        self.send(route, &path, &[], Some(&body)).await
+    }
+
     /// Grows a volume to `size_bytes` rounded up to the step [I body]. Returns the new size.
     pub async fn resize_volume(&self, id: &str, size_bytes: u64) -> Result<u64, ApiError> {
         let bytes = units::round_up_to_step(size_bytes)
@@ -689,10 +784,34 @@ impl Client {
     }
 }
 
-fn encode<T: Serialize>(route: &Route, body: Option<&T>) -> Result<Option<Value>, ApiError> {
+fn encode<T: Serialize>(route: &Route, body: Option<&T>) -> Result<Option<RequestBody>, ApiError> {
     body.map(serde_json::to_value)
         .transpose()
+        .map(|v| v.map(RequestBody::Json))
         .map_err(|e| ApiError::Config(format!("{}: encoding request: {e}", route.name)))
+}
+
+/// The Spec as `canallocate` and `marketprices` take it: without `info` and `volumes` [K].
+fn placement_body(spec: &RegisterVmRequest) -> Value {
+    let mut v = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("info");
+        m.remove("volumes");
+    }
+    v
+}
+
+/// The new volume's id from a create answer (`vid`, or `volumeID`).
+fn volume_id_of(route: &Route, r: &Reply) -> Result<String, ApiError> {
+    let v: Value = decode_one(route, r, None)?;
+    v.get("vid")
+        .or_else(|| v.get("volumeID"))
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(|| ApiError::Decode {
+            route: route.name,
+            message: "the answer names no volume id (vid)".into(),
+        })
 }
 
 fn gone_is_ok(r: Result<Reply, ApiError>) -> Result<bool, ApiError> {

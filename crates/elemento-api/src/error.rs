@@ -61,6 +61,11 @@ impl ApiError {
         )
     }
 
+    /// A licence, organisation or capacity limit: another provider or group may still have room.
+    pub fn is_limit(&self) -> bool {
+        matches!(self, ApiError::LimitReached { .. })
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, ApiError::NotFound { .. })
     }

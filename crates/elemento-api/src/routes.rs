@@ -104,6 +104,8 @@ routes! {
 
     VM_STATUS = "vm.status", Compute, GET, "/api/v1.0/client/vm/status", Known, true;
     VM_TEMPLATES = "vm.templates", Compute, GET, "/api/v1.0/client/vm/templates", Known, true;
+    VM_CANALLOCATE = "vm.canallocate", Compute, POST, "/api/v1.0/client/vm/canallocate", Known, true;
+    VM_MARKETPRICES = "vm.marketprices", Compute, POST, "/api/v1.0/client/vm/marketprices", Known, true;
     VM_REGISTER = "vm.register", Compute, POST, "/api/v1.0/client/vm/register", Known, false;
     VM_UNREGISTER = "vm.unregister", Compute, POST, "/api/v1.0/client/vm/unregister", Known, true;
     VM_START = "vm.start", Compute, POST, "/api/v1.0/client/vm/start", Known, true;
@@ -118,6 +120,8 @@ routes! {
     VOLUME_INFO = "volume.info", Storage, POST, "/api/v1.0/client/volume/info", Known, true;
     VOLUME_DESTROY = "volume.destroy", Storage, POST, "/api/v1.0/client/volume/destroy", Known, true;
     VOLUME_RESIZE = "volume.resize", Storage, POST, "/api/v1.0/client/volume/update/resize", KnownRouteInferredBody, true;
+    VOLUME_CLOUDIMAGE_CREATE = "volume.cloudinit.create", Storage, POST, "/api/v1.0/client/volume/cloudinit/create", Known, false;
+    VOLUME_CLOUDINIT_METADATA = "volume.cloudinit.metadata", Storage, POST, "/api/v1.0/client/volume/cloudinit/metadata/{meta}", Known, false;
 
     NETWORK_LIST = "network.list", Network, GET, "/api/v1.0/client/network/list", Known, true;
     NETWORK_INFO = "network.info", Network, POST, "/api/v1.0/client/network/info", Known, true;
@@ -210,7 +214,7 @@ mod tests {
         assert!(LB_RUNNING.matches(&Method::GET, LB_RUNNING.path));
         // Every route is told apart from every other.
         for a in ALL {
-            let concrete = a.path_with(&[("uuid", "u-1")]);
+            let concrete = a.path_with(&[("uuid", "u-1"), ("meta", "e30=")]);
             let hits: Vec<_> = ALL
                 .iter()
                 .filter(|r| r.matches(&a.method, &concrete))

@@ -267,12 +267,32 @@ impl VmWire {
 }
 
 /// A VM flavour template (`GET /vm/templates`) [K].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Template {
     pub name: String,
     pub slots: u32,
     pub ram_mib: u64,
     pub gpus: u32,
+    /// The rest of the CPU and PCI part, copied into a register Spec of this flavour (the
+    /// flavour is chosen by values, not by name [K]).
+    #[serde(default)]
+    pub overprovision: u32,
+    #[serde(default)]
+    pub allow_smt: bool,
+    #[serde(default)]
+    pub archs: Vec<String>,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    #[serde(default)]
+    pub pci: Vec<PciDevice>,
+}
+
+/// A PCI device of a Spec or template (`{vendor, model, quantity}`) [K].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PciDevice {
+    pub vendor: String,
+    pub model: String,
+    pub quantity: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +315,14 @@ struct TemplateInfoWire {
 struct TemplateCpuWire {
     #[serde(default, deserialize_with = "lenient::opt_f64")]
     slots: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    overprovision: Option<f64>,
+    #[serde(default, rename = "allowSMT")]
+    allow_smt: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::vec_skip_bad")]
+    archs: Vec<String>,
+    #[serde(default, deserialize_with = "lenient::vec_skip_bad")]
+    flags: Vec<String>,
 }
 #[derive(Debug, Default, Deserialize)]
 struct TemplateRamWire {
@@ -310,6 +338,19 @@ impl TemplateWire {
             slots: self.cpu.slots.unwrap_or(0.0).max(0.0) as u32,
             ram_mib: self.ram.ramsize.unwrap_or(0.0).max(0.0) as u64,
             gpus: pci_count(&self.pci),
+            overprovision: self.cpu.overprovision.unwrap_or(1.0).max(1.0) as u32,
+            allow_smt: self.cpu.allow_smt.unwrap_or(false),
+            archs: self.cpu.archs,
+            flags: self.cpu.flags,
+            pci: self
+                .pci
+                .iter()
+                .map(|p| PciDevice {
+                    vendor: p.vendor.clone().unwrap_or_default(),
+                    model: p.model.clone().unwrap_or_default(),
+                    quantity: p.quantity.unwrap_or(1.0).max(0.0) as u32,
+                })
+                .collect(),
         })
     }
 }
@@ -334,6 +375,14 @@ pub struct RegisterVmRequest {
     pub networks: Vec<RegisterVmNetwork>,
     #[serde(rename = "vm_tags")]
     pub vm_tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pci: Vec<PciDevice>,
+    /// Where the VM goes [I]: no source shows how `register` receives the provider and region
+    /// picked from `canallocate` (docs/meson-api.md). Sent only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -370,8 +419,83 @@ impl RegisterVmRequest {
             has_network: true,
             networks: vec![],
             vm_tags: vec![],
+            pci: vec![],
+            provider: None,
+            region: None,
         }
     }
+
+    /// A spec of this flavour: its CPU, RAM and PCI values.
+    pub fn of_template(name: &str, t: &Template) -> Self {
+        Self {
+            overprovision: t.overprovision.max(1),
+            allow_smt: t.allow_smt,
+            archs: if t.archs.is_empty() {
+                vec!["X86_64".into()]
+            } else {
+                t.archs.clone()
+            },
+            flags: t.flags.clone(),
+            pci: t.pci.clone(),
+            ..Self::new(name, t.slots, t.ram_mib)
+        }
+    }
+}
+
+/// Where a Spec can run, from `canallocate` and `marketprices` [K]: how many servers can take it,
+/// and the offers of the public providers (`mesos`) with their price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Allocation {
+    #[serde(default)]
+    pub nservers: u32,
+    #[serde(default, rename = "mesos", deserialize_with = "lenient::vec_skip_bad")]
+    pub offers: Vec<Offer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Offer {
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub price: Option<Price>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Price {
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    pub hour: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    pub month: Option<f64>,
+    #[serde(default)]
+    pub unit: Option<String>,
+}
+
+/// A cloud image volume from a URL (`POST /volume/cloudinit/create`) [K].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CloudImageRequest {
+    pub name: String,
+    pub private: bool,
+    pub clonable: bool,
+    pub alg: String,
+    pub format: String,
+    pub bus: String,
+    /// GB.
+    pub size: u64,
+    pub url: String,
+}
+
+/// The path JSON of the first cloud-init upload (`/volume/cloudinit/metadata/{base64}`) [K].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CloudInitVolumeRequest {
+    pub name: String,
+    pub private: bool,
+    pub bootable: bool,
+    pub clonable: bool,
+    pub alg: String,
+    #[serde(rename = "expectedFiles")]
+    pub expected_files: u32,
 }
 
 #[derive(Serialize)]

@@ -145,14 +145,11 @@ async fn compute_calls() {
     let names: Vec<_> = t.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["Helium", "Neon", "Argon", "Argon 2", "Kripton"]);
     assert_eq!(
-        t[4],
-        Template {
-            name: "Kripton".into(),
-            slots: 8,
-            ram_mib: 8192,
-            gpus: 1
-        }
+        (t[4].name.as_str(), t[4].slots, t[4].ram_mib, t[4].gpus),
+        ("Kripton", 8, 8192, 1)
     );
+    assert_eq!(t[4].flags, ["sse2", "avx2"], "the CPU part a Spec copies");
+    assert_eq!(t[4].pci[0].quantity, 1);
 
     let new = c
         .register_vm(&RegisterVmRequest::new("node-c", 1, 512))
@@ -667,4 +664,124 @@ async fn vm_status_fields_at_either_level() {
         assert_eq!(b.power, PowerState::ShutOff);
         assert_eq!(b.vm_tags, ["k8s-cluster=c1", "k8s-nodegroup=g"]);
     }
+}
+
+/// What the autoscaler builds a VM with: placement and prices per provider, a cloud image and a
+/// cloud-init volume, and a register that attaches them, keeps the tags and honours capacity.
+#[tokio::test]
+async fn placement_cloud_init_and_register_with_volumes() {
+    use elemento_sim::scenario::ProviderSeed;
+    let sim = sim_with(Scenario {
+        providers: vec![
+            ProviderSeed {
+                name: "ovh".into(),
+                region: Some("eu-west-par".into()),
+                price_per_slot_hour: 0.01,
+                price_per_gib_hour: 0.005,
+                // One taken by the scenario's node-b.
+                max_vms: Some(2),
+            },
+            ProviderSeed {
+                name: "scaleway".into(),
+                region: None,
+                price_per_slot_hour: 0.02,
+                price_per_gib_hour: 0.0,
+                max_vms: None,
+            },
+        ],
+        ..scenario()
+    })
+    .await;
+    let c = client(&sim);
+    let neon = c
+        .templates()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == "Neon")
+        .unwrap();
+    let mut spec = RegisterVmRequest::of_template("c1-ovh-neon-000001", &neon);
+    assert_eq!((spec.slots, spec.ramsize), (2, 2048));
+    let all = c.can_allocate(&spec).await.unwrap();
+    assert_eq!(all.nservers, 2);
+    let prices = c.market_prices(&spec).await.unwrap();
+    let ovh = prices
+        .offers
+        .iter()
+        .find(|o| o.provider.as_deref() == Some("ovh"))
+        .unwrap();
+    assert_eq!(ovh.price.as_ref().and_then(|p| p.hour), Some(0.03));
+
+    let boot = c
+        .create_cloud_image(&CloudImageRequest {
+            name: "c1-ovh-neon-000001-boot".into(),
+            private: true,
+            clonable: false,
+            alg: "cp".into(),
+            format: "qcow2".into(),
+            bus: "virtio".into(),
+            size: 8,
+            url: "https://images.example/noble.img".into(),
+        })
+        .await
+        .unwrap();
+    let ci = c
+        .create_cloud_init_volume(
+            &CloudInitVolumeRequest {
+                name: "c1-ovh-neon-000001-ci".into(),
+                private: true,
+                bootable: false,
+                clonable: false,
+                alg: "no".into(),
+                expected_files: 2,
+            },
+            b"#cloud-config\nhostname: c1-ovh-neon-000001\n",
+            b"instance-id: c1-ovh-neon-000001\n",
+        )
+        .await
+        .unwrap();
+    spec.volumes = vec![
+        RegisterVmVolume {
+            vid: boot.clone(),
+            priority: 0,
+        },
+        RegisterVmVolume {
+            vid: ci.clone(),
+            priority: 1,
+        },
+    ];
+    spec.vm_tags = vec!["k8s-cluster=c1".into(), "k8s-nodegroup=ovh-neon".into()];
+    spec.provider = Some("ovh".into());
+    let vm = c.register_vm(&spec).await.unwrap().expect("the new VM");
+    assert_eq!(vm.volume_ids, [boot.as_str(), ci.as_str()]);
+    assert_eq!(vm.provider.as_deref(), Some("ovh"));
+    let state = admin(&sim, reqwest::Method::GET, "/_sim/state", None).await;
+    let civol = state["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == ci.as_str())
+        .unwrap();
+    assert_eq!(
+        civol["cloud_init"]["files"]["user-data"],
+        "#cloud-config\nhostname: c1-ovh-neon-000001\n"
+    );
+    assert!(civol["cloud_init"]["files"]["meta-data"].is_string());
+
+    // ovh is full now: it is no longer offered, and a register there is Elemento's limit 404.
+    let only_ovh = c.can_allocate(&spec).await.unwrap();
+    assert_eq!(
+        only_ovh.nservers, 0,
+        "nowhere on ovh: an answer, not an error"
+    );
+    spec.provider = None;
+    let left = c.can_allocate(&spec).await.unwrap();
+    assert_eq!(left.nservers, 1);
+    spec.provider = Some("ovh".into());
+    spec.info.vm_name = "c1-ovh-neon-000002".into();
+    spec.volumes.clear();
+    let e = c.register_vm(&spec).await.unwrap_err();
+    assert!(e.is_limit(), "{e:?}");
+    spec.provider = Some("scaleway".into());
+    assert!(c.register_vm(&spec).await.unwrap().is_some());
 }

@@ -18,6 +18,28 @@ pub struct Scenario {
     pub wire: WireVariants,
     pub networks: Vec<NetworkSeed>,
     pub vms: Vec<VmSeed>,
+    /// Where registered VMs can go, with prices and capacity (`canallocate`, `marketprices`,
+    /// register's `provider` [I]). Empty: AtomOS only, bounded by `limits.max_vms`.
+    pub providers: Vec<ProviderSeed>,
+    /// How long a registered VM boots: until then it reports no address (`network_config: null`).
+    pub boot_delay_ms: u64,
+}
+
+/// A provider of the multi-cloud (AtomOS or a public one).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSeed {
+    pub name: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Hourly price per vCPU slot and per GiB of RAM, in EUR.
+    #[serde(default)]
+    pub price_per_slot_hour: f64,
+    #[serde(default)]
+    pub price_per_gib_hour: f64,
+    /// VMs this provider takes in total; `None`: no limit of its own.
+    #[serde(default)]
+    pub max_vms: Option<usize>,
 }
 
 impl Default for Scenario {
@@ -31,6 +53,8 @@ impl Default for Scenario {
             wire: WireVariants::default(),
             networks: vec![],
             vms: vec![],
+            providers: vec![],
+            boot_delay_ms: 0,
         }
     }
 }

@@ -136,6 +136,22 @@ async fn vm_register(State(s): State<Shared>, body: Bytes) -> Answer {
     ok(wire::vm(&w, &vm))
 }
 
+async fn vm_canallocate(State(s): State<Shared>, body: Bytes) -> Answer {
+    let req: wire::Register = wire::decode(&body)?;
+    let w = s.world.lock().await;
+    let placements = w.placements(&req);
+    if !placements.iter().any(|p| p.able) {
+        // Non-2xx when nothing can take it [K].
+        return Ok((StatusCode::NOT_FOUND, Json(wire::allocation(&placements))).into_response());
+    }
+    ok(wire::allocation(&placements))
+}
+
+async fn vm_marketprices(State(s): State<Shared>, body: Bytes) -> Answer {
+    let req: wire::Register = wire::decode(&body)?;
+    ok(wire::allocation(&s.world.lock().await.placements(&req)))
+}
+
 async fn vm_unregister(State(s): State<Shared>, body: Bytes) -> Answer {
     let vm: wire::VmRef = wire::decode(&body)?;
     let mut w = s.world.lock().await;
@@ -273,6 +289,37 @@ async fn volume_resize(State(s): State<Shared>, body: Bytes) -> Answer {
     }
     s.save(&w);
     ok(wire::volume(&w, &v))
+}
+
+async fn volume_cloud_image(State(s): State<Shared>, body: Bytes) -> Answer {
+    let req: wire::CloudImage = wire::decode(&body)?;
+    let mut w = s.world.lock().await;
+    let v = w.create_cloud_image(&req)?;
+    s.save(&w);
+    ok(wire::volume_created(&w, &v))
+}
+
+async fn volume_cloud_init(
+    State(s): State<Shared>,
+    Path(meta): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let meta = wire::cloud_init_meta(&meta)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (name, content) = wire::multipart_file(content_type, &body)?;
+    let mut w = s.world.lock().await;
+    let (v, complete) = w.cloud_init_upload(&meta, &name, content)?;
+    s.save(&w);
+    let status = if complete {
+        StatusCode::OK
+    } else {
+        StatusCode::PARTIAL_CONTENT
+    };
+    Ok((status, Json(wire::cloud_init_answer(&v))).into_response())
 }
 
 // ---------------------------------------------------------------- network
@@ -557,6 +604,8 @@ pub fn router(sim: Shared) -> Router {
         .route(AUTH_LOGOUT.path, post(logout))
         .route(VM_STATUS.path, get(vm_status))
         .route(VM_TEMPLATES.path, get(vm_templates))
+        .route(VM_CANALLOCATE.path, post(vm_canallocate))
+        .route(VM_MARKETPRICES.path, post(vm_marketprices))
         .route(VM_REGISTER.path, post(vm_register))
         .route(VM_UNREGISTER.path, post(vm_unregister))
         .route(VM_START.path, post(vm_start))
@@ -570,6 +619,8 @@ pub fn router(sim: Shared) -> Router {
         .route(VOLUME_INFO.path, post(volume_info))
         .route(VOLUME_DESTROY.path, post(volume_destroy))
         .route(VOLUME_RESIZE.path, post(volume_resize))
+        .route(VOLUME_CLOUDIMAGE_CREATE.path, post(volume_cloud_image))
+        .route(VOLUME_CLOUDINIT_METADATA.path, post(volume_cloud_init))
         .route(NETWORK_LIST.path, get(network_list))
         .route(NETWORK_INFO.path, post(network_info))
         .route(LB_CANCREATE.path, post(lb_cancreate))

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use elemento_api::types::LoadBalancerSpec;
 
 use crate::scenario::{self, DiskSerial};
-use crate::world::{SimError, SimLb, SimNetwork, SimVm, SimVolume, World};
+use crate::world::{Placement, SimError, SimLb, SimNetwork, SimVm, SimVolume, World};
 
 /// A request body as `T`; an empty body reads as `{}`. A body that does not decode is a 400
 /// naming what is wrong.
@@ -230,6 +230,109 @@ impl TryFrom<AttachmentWire> for Attachment {
     }
 }
 
+/// `POST /volume/cloudinit/create` [K].
+#[derive(Debug, Deserialize)]
+pub struct CloudImage {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, rename = "size", deserialize_with = "gb")]
+    pub size_gb: Option<f64>,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// The path JSON of a cloud-init upload [K]: the new volume's fields (first file), or its `vid`.
+#[derive(Debug, Deserialize)]
+pub struct CloudInitMeta {
+    #[serde(default)]
+    pub vid: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub private: Option<bool>,
+    #[serde(default)]
+    pub bootable: Option<bool>,
+    #[serde(default)]
+    pub clonable: Option<bool>,
+    #[serde(default, rename = "expectedFiles")]
+    pub expected_files: Option<u32>,
+}
+
+/// The `{meta}` path segment: base64 (standard or URL-safe, padded or not) of the JSON.
+pub fn cloud_init_meta(segment: &str) -> Result<CloudInitMeta, SimError> {
+    let bad = |why: String| SimError {
+        status: 400,
+        body: format!("the path segment is not base64 of a JSON object: {why}"),
+    };
+    let bytes = base64_decode(segment).ok_or_else(|| bad("invalid base64".into()))?;
+    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let digits: Vec<u32> = s
+        .trim_end_matches('=')
+        .bytes()
+        .map(value)
+        .collect::<Option<_>>()?;
+    if digits.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, d)| n | (d << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+/// The one file of a `multipart/form-data` upload in field `file` [K]: its file name and text.
+pub fn multipart_file(content_type: &str, body: &[u8]) -> Result<(String, String), SimError> {
+    let bad = |why: &str| SimError {
+        status: 400,
+        body: format!("expected a multipart/form-data upload with a field named file: {why}"),
+    };
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"'))
+        .ok_or_else(|| bad("no boundary"))?;
+    let text = String::from_utf8_lossy(body);
+    let delimiter = format!("--{boundary}");
+    for part in text.split(delimiter.as_str()).skip(1) {
+        let Some((headers, content)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let disposition = headers
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition"))
+            .unwrap_or("");
+        if !disposition.contains("name=\"file\"") {
+            continue;
+        }
+        let name = disposition
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("filename="))
+            .map(|n| n.trim_matches('"').to_string())
+            .ok_or_else(|| bad("the file has no name"))?;
+        let content = content.strip_suffix("\r\n").unwrap_or(content);
+        return Ok((name, content.to_string()));
+    }
+    Err(bad("no file"))
+}
+
 /// `POST /network/info`.
 #[derive(Debug, Deserialize)]
 pub struct NetworkRef {
@@ -272,12 +375,19 @@ pub fn vm(w: &World, vm: &SimVm) -> Value {
         "netdevs": [],
         "creation_date": format!("2026-01-01T00:00:{:02}Z", vm.created % 60),
     });
+    // A VM still booting has no address yet (`network_config: null`).
+    let booted = vm.ready_at_ms <= crate::world::now_ms();
+    let network = if booted {
+        json!({"ipv4": vm.ipv4, "mac": vm.mac})
+    } else {
+        Value::Null
+    };
     let mut status = json!({
-        "network_config": {"ipv4": vm.ipv4, "mac": vm.mac},
+        "network_config": network,
         "states": vm.power,
         "xml": domain_xml(w, vm),
     });
-    if let Some(p) = &vm.private_ipv4 {
+    if let (true, Some(p)) = (booted, &vm.private_ipv4) {
         status["private_network_config"] = json!([{"ipv4": p, "mac": vm.mac}]);
     }
     if !vm.tags.is_empty() {
@@ -377,7 +487,7 @@ pub fn volume(w: &World, v: &SimVolume) -> Value {
         "volumeID": v.id, "name": v.name, "size": size(w, v.size_bytes),
         "sizeOnDisk": 0, "format": v.format, "bus": v.bus, "alg": "no", "private": v.private,
         "bootable": v.bootable, "readonly": v.readonly, "shareable": v.shareable,
-        "clonable": v.clonable, "cloudinit": false, "ceph": false, "exported": true, "own": true,
+        "clonable": v.clonable, "cloudinit": v.cloud_init.is_some(), "ceph": false, "exported": true, "own": true,
         "creatorID": "sim", "server": "storage-1", "servers": ["storage-1"], "nservers": 1,
         "serverurl": "https://storage-1.local:7772", "lastUpdated": "2026-01-01T00:00:00Z",
         "provider": v.provider,
@@ -418,6 +528,24 @@ pub fn network(n: &SimNetwork) -> Value {
         "private": n.private, "creator_uid": "sim", "device_name": "virbr0",
         "serverurl": "https://atomos-1.local:7776", "ip": {"address": n.cidr}, "routes": [],
     })
+}
+
+/// The `canallocate` and `marketprices` answer [K]: how many servers can take the Spec, and each
+/// public provider's offer.
+pub fn allocation(placements: &[Placement]) -> Value {
+    let able = placements.iter().filter(|p| p.able).count();
+    json!({
+        "nservers": able,
+        "mesos": placements.iter().filter(|p| p.able).map(|p| json!({
+            "provider": p.provider, "region": p.region,
+            "price": {"hour": p.price_hour, "month": p.price_hour * 720.0, "unit": "EUR"},
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The answer of a cloud-init upload: the volume id (206 until every file is in) [K].
+pub fn cloud_init_answer(v: &SimVolume) -> Value {
+    json!({"vid": v.id, "name": v.name})
 }
 
 /// The `cancreate` answer of the services envelope [K route, M body]: one (simulated) server,
@@ -519,5 +647,30 @@ mod tests {
             assert_eq!(cpu(n)["flags"], serde_json::json!(["sse2", "avx2"]), "{n}");
             assert_eq!(cpu(n)["overprovision"], 2, "{n}");
         }
+    }
+
+    #[test]
+    fn cloud_init_uploads_decode() {
+        let meta = cloud_init_meta("eyJuYW1lIjoiY2kiLCJleHBlY3RlZEZpbGVzIjoyfQ==").unwrap();
+        assert_eq!(
+            (meta.name.as_deref(), meta.expected_files),
+            (Some("ci"), Some(2))
+        );
+        // URL-safe and unpadded spellings of {"vid":"v?"} decode the same.
+        assert_eq!(
+            cloud_init_meta("eyJ2aWQiOiJ2PyJ9").unwrap().vid.as_deref(),
+            Some("v?")
+        );
+        assert_eq!(cloud_init_meta("!!").unwrap_err().status, 400);
+        let body = b"--b1\r\nContent-Disposition: form-data; name=\"file\"; filename=\"user-data\"\r\n\r\n#cloud-config\nx: 1\r\n--b1--\r\n";
+        let (name, text) = multipart_file("multipart/form-data; boundary=b1", body).unwrap();
+        assert_eq!(
+            (name.as_str(), text.as_str()),
+            ("user-data", "#cloud-config\nx: 1")
+        );
+        assert_eq!(
+            multipart_file("application/json", body).unwrap_err().status,
+            400
+        );
     }
 }

@@ -31,6 +31,9 @@ pub struct SimVm {
     pub this_host: bool,
     pub volumes: Vec<String>,
     pub created: u64,
+    /// Unix milliseconds at which the VM has booted (reports its address); 0 = at once.
+    #[serde(default)]
+    pub ready_at_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +56,35 @@ pub struct SimVolume {
     /// that provider can attach it. `None`: created without one, attachable anywhere.
     #[serde(default)]
     pub provider: Option<String>,
+    /// A cloud image volume: the URL it was made from.
+    #[serde(default)]
+    pub image_url: Option<String>,
+    /// A cloud-init volume: its files, as uploaded (kept visible in `/_sim/state`, so tests can
+    /// check what user-data carries).
+    #[serde(default)]
+    pub cloud_init: Option<CloudInitFiles>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CloudInitFiles {
+    pub expected: u32,
+    pub files: BTreeMap<String, String>,
+}
+
+/// One provider's answer for a Spec: can it take it now, and at what hourly price.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub provider: String,
+    pub region: Option<String>,
+    pub able: bool,
+    pub price_hour: f64,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,24 +248,130 @@ impl World {
             this_host: seed.this_host,
             volumes: vec![],
             created,
+            ready_at_ms: 0,
         };
         self.vms.insert(id, vm.clone());
         Ok(vm)
     }
 
-    /// `POST /vm/register` [K]: the Spec.
+    /// `POST /vm/register` [K]: the Spec; its volumes (boot disk first) are attached, its
+    /// `vm_tags` kept, its provider [I] checked for capacity (404, Elemento's limit answer).
     pub fn register(&mut self, req: &wire::Register) -> SimResult<SimVm> {
         let name = req
             .name()
             .ok_or_else(|| err(400, "info.vm_name is required"))?;
+        let provider = req
+            .provider
+            .clone()
+            .filter(|p| p != elemento_api::topology::ATOMOS);
+        let region = match &provider {
+            Some(p) => {
+                let seed = self.provider_seed(p).ok_or_else(|| {
+                    err(
+                        400,
+                        format!("unknown provider {p:?}; known: {:?}", self.provider_names()),
+                    )
+                })?;
+                if !self.provider_has_room(&seed) {
+                    return Err(err(404, format!("no capacity left on provider {p}")));
+                }
+                req.region.clone().or(seed.region)
+            }
+            None => None,
+        };
+        let volume_ids = req.volume_ids();
+        for vid in &volume_ids {
+            let v = self.volume(vid)?;
+            if !v.attached_to.is_empty() && !v.shareable {
+                return Err(err(
+                    409,
+                    format!("[VolumeAlreadyAttached] volume {vid} is attached"),
+                ));
+            }
+        }
         let seed = VmSeed {
             name: name.to_string(),
             slots: req.slots,
             ram_mib: req.ram_mib,
             gpus: req.gpus(),
+            tags: req.vm_tags.clone(),
+            region,
+            server_url: provider
+                .as_ref()
+                .map(|p| format!("https://{p}.meson.elemento.cloud:7777")),
+            provider,
             ..Default::default()
         };
-        self.add_vm(&seed)
+        let mut vm = self.add_vm(&seed)?;
+        vm.volumes = volume_ids.clone();
+        if self.scenario.boot_delay_ms > 0 {
+            vm.ready_at_ms = now_ms() + self.scenario.boot_delay_ms;
+        }
+        for vid in &volume_ids {
+            if let Some(v) = self.volumes.get_mut(vid) {
+                v.attached_to.push(vm.id.clone());
+            }
+        }
+        self.vms.insert(vm.id.clone(), vm.clone());
+        Ok(vm)
+    }
+
+    fn provider_seed(&self, name: &str) -> Option<scenario::ProviderSeed> {
+        self.scenario
+            .providers
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+    }
+
+    fn provider_names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self
+            .scenario
+            .providers
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        n.push(elemento_api::topology::ATOMOS.into());
+        n
+    }
+
+    fn provider_has_room(&self, p: &scenario::ProviderSeed) -> bool {
+        let on = self
+            .vms
+            .values()
+            .filter(|v| v.provider.as_deref() == Some(p.name.as_str()))
+            .count();
+        p.max_vms.is_none_or(|max| on < max) && self.vms.len() < self.scenario.limits.max_vms
+    }
+
+    /// `canallocate` and `marketprices` [K]: each public provider's answer for this Spec (one
+    /// provider when the request names it [I]), AtomOS when no public provider is configured.
+    pub fn placements(&self, req: &wire::Register) -> Vec<Placement> {
+        let slots = f64::from(req.slots.unwrap_or(1));
+        let gib = req.ram_mib.unwrap_or(1024) as f64 / 1024.0;
+        let wanted = |name: &str| req.provider.as_deref().is_none_or(|p| p == name);
+        if self.scenario.providers.is_empty() {
+            return vec![Placement {
+                provider: elemento_api::topology::ATOMOS.into(),
+                region: None,
+                able: self.vms.len() < self.scenario.limits.max_vms,
+                price_hour: 0.0,
+            }]
+            .into_iter()
+            .filter(|p| wanted(&p.provider))
+            .collect();
+        }
+        self.scenario
+            .providers
+            .iter()
+            .filter(|p| wanted(&p.name))
+            .map(|p| Placement {
+                provider: p.name.clone(),
+                region: p.region.clone(),
+                able: self.provider_has_room(p),
+                price_hour: p.price_per_slot_hour * slots + p.price_per_gib_hour * gib,
+            })
+            .collect()
     }
 
     pub fn remove_vm(&mut self, id: &str) -> SimResult<SimVm> {
@@ -341,9 +479,77 @@ impl World {
             attached_to: vec![],
             serial_prefix: fastrand::u16(..),
             provider: req.provider.clone(),
+            image_url: None,
+            cloud_init: None,
         };
         self.volumes.insert(v.id.clone(), v.clone());
         Ok(v)
+    }
+
+    /// `POST /volume/cloudinit/create` [K]: a bootable volume from a cloud image URL; 400 without
+    /// `size` or `url`, or with a URL that is not http(s).
+    pub fn create_cloud_image(&mut self, req: &wire::CloudImage) -> SimResult<SimVolume> {
+        let url = req.url.clone().ok_or_else(|| err(400, "url is required"))?;
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(err(400, format!("url {url:?} is not an http(s) URL")));
+        }
+        let v = self.create_volume(&wire::VolumeCreate {
+            size_gb: req.size_gb,
+            name: req.name.clone(),
+            format: Some("qcow2".into()),
+            bootable: Some(true),
+            ..Default::default()
+        })?;
+        let v = self.volumes.get_mut(&v.id).expect("just created");
+        v.image_url = Some(url);
+        Ok(v.clone())
+    }
+
+    /// One file of a cloud-init upload (`/volume/cloudinit/metadata/{meta}`) [K]. The first names
+    /// the new volume and how many files it takes; later ones name its `vid`. Returns the volume
+    /// and whether every expected file is in (200) or not yet (206); 500 for a file too many.
+    pub fn cloud_init_upload(
+        &mut self,
+        meta: &wire::CloudInitMeta,
+        file_name: &str,
+        content: String,
+    ) -> SimResult<(SimVolume, bool)> {
+        let id = match &meta.vid {
+            Some(vid) => vid.clone(),
+            None => {
+                let v = self.create_volume(&wire::VolumeCreate {
+                    size_gb: Some(0.125),
+                    name: meta.name.clone().unwrap_or_default(),
+                    private: meta.private,
+                    clonable: meta.clonable,
+                    bootable: meta.bootable,
+                    ..Default::default()
+                })?;
+                let v = self.volumes.get_mut(&v.id).expect("just created");
+                v.cloud_init = Some(CloudInitFiles {
+                    expected: meta.expected_files.unwrap_or(2).max(1),
+                    files: BTreeMap::new(),
+                });
+                v.id.clone()
+            }
+        };
+        let v = self
+            .volumes
+            .get_mut(&id)
+            .ok_or_else(|| err(404, format!("[VolumeNotFound] volume {id} not found")))?;
+        let ci = v
+            .cloud_init
+            .as_mut()
+            .ok_or_else(|| err(400, format!("volume {id} is not a cloud-init volume")))?;
+        if ci.files.len() as u32 >= ci.expected {
+            return Err(err(
+                500,
+                format!("volume {id} already has its {} files", ci.expected),
+            ));
+        }
+        ci.files.insert(file_name.to_string(), content);
+        let complete = ci.files.len() as u32 == ci.expected;
+        Ok((v.clone(), complete))
     }
 
     pub fn volume(&self, id: &str) -> SimResult<&SimVolume> {
