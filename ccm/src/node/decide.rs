@@ -100,7 +100,7 @@ pub fn instance_type(vm: &Vm, templates: &[Template]) -> String {
             && (vm.ram_mib as f64 - t.ram_mib as f64).abs() <= t.ram_mib as f64 * RAM_TOLERANCE
     };
     if let Some(t) = templates.iter().find(|t| matches(t)) {
-        return label_value(&t.name.to_ascii_lowercase().replace(' ', ""));
+        return topology::instance_type_of_template(&t.name);
     }
     let gpu = if vm.gpus > 0 {
         format!("-{}gpu", vm.gpus)

@@ -4,6 +4,10 @@
 
 pub const SCHEME: &str = "elemento://";
 
+/// The instance id the autoscaler reports for a VM it is still building (no VM id yet): never a
+/// Node's providerID, so it can never be mistaken for a VM (it parses as [`ProviderId::Foreign`]).
+pub const PENDING_SCHEME: &str = "elemento-pending://";
+
 pub fn format(vm_id: &str) -> String {
     format!("{SCHEME}{vm_id}")
 }

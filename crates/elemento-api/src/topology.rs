@@ -16,6 +16,8 @@ pub const LABEL_HOST: &str = "node.elemento.cloud/host";
 pub const LABEL_PROVIDER: &str = "node.elemento.cloud/provider";
 pub const LABEL_INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
 pub const LABEL_INSTANCE_TYPE_BETA: &str = "beta.kubernetes.io/instance-type";
+/// The autoscaler node group a Node belongs to (set on its template and by its join config).
+pub const LABEL_NODE_GROUP: &str = "node.elemento.cloud/node-group";
 /// The provider of VMs on Elemento's own AtomOS hypervisors.
 pub const ATOMOS: &str = "atomos";
 /// The region when the API gives none and the configuration sets none.
@@ -23,12 +25,28 @@ pub const DEFAULT_REGION: &str = "elemento";
 
 /// The zone label value: the VM's provider, `atomos` when it has none.
 pub fn zone(vm: &Vm) -> String {
-    label_value(vm.provider.as_deref().unwrap_or(ATOMOS))
+    zone_of(vm.provider.as_deref())
+}
+
+/// The zone label value of a provider (`atomos` for none): also what a template node of a group
+/// on that provider carries.
+pub fn zone_of(provider: Option<&str>) -> String {
+    label_value(provider.unwrap_or(ATOMOS))
 }
 
 /// The region label value: the provider's region, else `default_region`.
 pub fn region(vm: &Vm, default_region: &str) -> String {
-    label_value(vm.region.as_deref().unwrap_or(default_region))
+    region_of(vm.region.as_deref(), default_region)
+}
+
+pub fn region_of(region: Option<&str>, default_region: &str) -> String {
+    label_value(region.unwrap_or(default_region))
+}
+
+/// The instance-type label value of an Elemento template: its name in lower case without spaces
+/// (`helium`, `neon`, `argon`, `argon2`, `kripton`).
+pub fn instance_type_of_template(name: &str) -> String {
+    label_value(&name.to_ascii_lowercase().replace(' ', ""))
 }
 
 /// The region label value before 0.2: `<provider>-<region>`, `<provider>`, or `atomos`. Volumes
