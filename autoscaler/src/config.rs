@@ -159,7 +159,7 @@ pub struct TaintConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReservedConfig {
     /// Millicores.
     #[serde(default)]

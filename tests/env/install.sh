@@ -178,6 +178,22 @@ install_cluster_autoscaler() {
   stamp cluster-autoscaler "$version"
 }
 
+# KWOK, and its stages (how fake Nodes become Ready and keep a Lease, how their pods start and
+# finish), taken from the module's own kustomize/stage at the same version: the binary has none.
+install_kwok() {
+  install_go_tool "$KWOK_MODULE" "$KWOK_VERSION" cmd/kwok
+  local stages=$GOMODCACHE/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage out=$BIN/kwok-stages.yaml f
+  [ -s "$out" ] && [ "$(cat "$out.version" 2>/dev/null)" = "$KWOK_VERSION" ] && return 0
+  [ -d "$stages" ] || go mod download "$KWOK_MODULE@$KWOK_VERSION"
+  : > "$out.tmp"
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    { echo "---"; cat "$stages/$f"; } >> "$out.tmp"
+  done
+  mv "$out.tmp" "$out"
+  echo "$KWOK_VERSION" > "$out.version"
+}
+
 # The pod sandbox's PID 1 (tests/env/pause), built as a static binary for the pause image.
 install_pause() {
   local version; version=$(sha256sum "$here/pause/main.go" | cut -c1-16)
@@ -203,7 +219,7 @@ STEPS=(
   "e2e-test install_e2e_test"
   "ginkgo install_go_tool $GINKGO_MODULE $GINKGO_VERSION ginkgo"
   "cluster-autoscaler install_cluster_autoscaler"
-  "kwok install_go_tool $KWOK_MODULE $KWOK_VERSION cmd/kwok"
+  "kwok install_kwok"
 )
 
 main() {

@@ -75,7 +75,7 @@ start kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETC
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" --cert-dir "$DIR/pki" \
   --authorization-mode RBAC,Node --service-account-issuer https://kubernetes.default.svc \
   --service-account-key-file "$DIR/pki/sa.pub" --service-account-signing-key-file "$DIR/pki/sa.key" \
-  --service-cluster-ip-range 10.96.0.0/16 --token-auth-file "$DIR/pki/tokens.csv" --allow-privileged=true \
+  --service-cluster-ip-range 10.96.0.0/16 --token-auth-file "$DIR/pki/tokens.csv" --allow-privileged=true --enable-bootstrap-token-auth \
   --enable-priority-and-fairness=false
 
 cat > "$DIR/kubeconfig" <<KC

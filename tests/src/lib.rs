@@ -19,6 +19,7 @@ use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 
+pub mod autoscaler;
 pub mod ccm;
 pub mod cluster;
 pub mod csi;

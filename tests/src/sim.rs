@@ -62,16 +62,7 @@ impl SimProcess {
     }
 
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut r = reqwest::Client::new().request(method, format!("{}{path}", self.base_url));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.expect("sim admin call");
-        let status = resp.status();
-        let v = resp.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "sim {path}: {status} {v}");
-        v
+        admin_at(&self.base_url, method, path, body).await
     }
 
     pub async fn state(&self) -> Value {
@@ -82,4 +73,23 @@ impl SimProcess {
         self.admin(reqwest::Method::GET, "/_sim/counters", None)
             .await
     }
+}
+
+/// A call to the admin API of the simulator at `base_url` (for tasks that do not own it).
+pub async fn admin_at(
+    base_url: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut r = reqwest::Client::new().request(method, format!("{base_url}{path}"));
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.expect("sim admin call");
+    let status = resp.status();
+    let v = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "sim {path}: {status} {v}");
+    v
 }

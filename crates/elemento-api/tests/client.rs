@@ -680,6 +680,7 @@ async fn placement_cloud_init_and_register_with_volumes() {
                 price_per_gib_hour: 0.005,
                 // One taken by the scenario's node-b.
                 max_vms: Some(2),
+                register_refused: false,
             },
             ProviderSeed {
                 name: "scaleway".into(),
@@ -687,6 +688,7 @@ async fn placement_cloud_init_and_register_with_volumes() {
                 price_per_slot_hour: 0.02,
                 price_per_gib_hour: 0.0,
                 max_vms: None,
+                register_refused: false,
             },
         ],
         ..scenario()

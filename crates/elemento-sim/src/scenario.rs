@@ -40,6 +40,10 @@ pub struct ProviderSeed {
     /// VMs this provider takes in total; `None`: no limit of its own.
     #[serde(default)]
     pub max_vms: Option<usize>,
+    /// `canallocate` says yes but `register` answers Elemento's limit 404 (a licence or quota the
+    /// placement does not see): the failed-create path.
+    #[serde(default)]
+    pub register_refused: bool,
 }
 
 impl Default for Scenario {

@@ -275,6 +275,9 @@ impl World {
                 if !self.provider_has_room(&seed) {
                     return Err(err(404, format!("no capacity left on provider {p}")));
                 }
+                if seed.register_refused {
+                    return Err(err(404, format!("licence limit reached on provider {p}")));
+                }
                 req.region.clone().or(seed.region)
             }
             None => None,
