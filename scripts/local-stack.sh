@@ -118,6 +118,7 @@ echo
 k get pods -A -o wide
 echo
 printf '%-22s %s (%s)\n' "node" "$NODE_NAME" "$node"
+printf '%-22s %s\n' "node taints" "$(k get node "$NODE_NAME" -o jsonpath='{.spec.taints[*].key}')"
 printf '%-22s %s\n' "pods ready" "$pods"
 printf '%-22s %s\n' "PVC data-demo-0" "${pvc:-Pending}"
 printf '%-22s %s\n' "load balancer address" "${lb:-pending}"

@@ -6,6 +6,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 start=$SECONDS
+# Free disk, said up front: a cold run needs about 25 GB (tools 13, cargo target 8, images and the
+# node's containerd 3); when it fails for lack of space, this line is where to look first.
+echo "[run-all] free disk: $(df -h --output=avail "$root" | tail -1 | tr -d ' ') at $root, $(df -h --output=avail /tmp | tail -1 | tr -d ' ') at /tmp"
 bash tests/env/install.sh | grep '^\[install\]'
 echo "[run-all] test environment installed ($((SECONDS - start)) s)"
 # An environment of its own (directory and ports), so a developer's running one is untouched.

@@ -129,7 +129,9 @@ authentication:
 authorization: {mode: AlwaysAllow}
 imageGCHighThresholdPercent: 100   # never garbage-collect the imported images
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "100Mi", nodefs.available: "2%", imagefs.available: "2%"}
+# Absolute thresholds: a percentage of a large shared disk (2 % of 252 GB is 5 GB) put the node
+# under DiskPressure, and every test pod Pending on its taint, while gigabytes were still free.
+evictionHard: {memory.available: "100Mi", nodefs.available: "512Mi", imagefs.available: "512Mi", nodefs.inodesFree: "1%"}
 resolvConf: /etc/resolv.conf
 registerNode: true
 serializeImagePulls: false

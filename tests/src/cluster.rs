@@ -212,7 +212,27 @@ impl Cluster {
                     None,
                 )
                 .unwrap_or_else(|e| e);
-            panic!("pods {selector} not Ready within {timeout:?}: {last:?}\n{describe}");
+            // Pods Pending on a taint: say which, and whether the node is short of disk.
+            let nodes = self
+                .try_run(
+                    "kubectl",
+                    &[
+                        "get",
+                        "nodes",
+                        "-o",
+                        "custom-columns=NAME:.metadata.name,TAINTS:.spec.taints[*].key,PRESSURE:.status.conditions[?(@.status==\"True\")].type",
+                    ],
+                    None,
+                )
+                .unwrap_or_else(|e| e);
+            let disk = Command::new("df")
+                .args(["-h", "/", "/tmp"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            panic!(
+                "pods {selector} not Ready within {timeout:?}: {last:?}\n{describe}\n{nodes}\n{disk}"
+            );
         }
     }
 
