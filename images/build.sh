@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the three images as OCI archives under target/images/ with buildah (vfs storage, no
-# `buildah run`): elemento-cloud-controller-manager and elemento-csi-driver FROM scratch with a
-# statically linked binary; elemento-csi-driver-node on a minimal Debian rootfs made by mmdebstrap.
+# Builds the four images as OCI archives under target/images/ with buildah (vfs storage, no
+# `buildah run`): elemento-cloud-controller-manager, elemento-csi-driver and
+# elemento-cluster-autoscaler-provider FROM scratch with a statically linked binary;
+# elemento-csi-driver-node on a minimal Debian rootfs made by mmdebstrap.
 # Prints the archive sizes. Needs root (mmdebstrap) and the Debian package mirror.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,9 +22,10 @@ fi
 rm -rf "$ctx"; mkdir -p "$ctx"
 log "static release build"
 RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release --target x86_64-unknown-linux-gnu \
-  -p elemento-cloud-controller-manager -p elemento-csi-driver
+  -p elemento-cloud-controller-manager -p elemento-csi-driver -p elemento-cluster-autoscaler-provider
 bindir=target/x86_64-unknown-linux-gnu/release
-for b in elemento-cloud-controller-manager elemento-csi-driver; do
+scratch=(elemento-cloud-controller-manager elemento-csi-driver elemento-cluster-autoscaler-provider)
+for b in "${scratch[@]}"; do
   file "$bindir/$b" | grep -q "static" || { log "$b is not statically linked"; exit 1; }
   cp "$bindir/$b" "$ctx/"
 done
@@ -40,10 +42,11 @@ if [ ! -s "$rootfs" ]; then
 fi
 cp "$rootfs" "$ctx/rootfs.tar"
 # Unchanged inputs (binaries, Containerfiles, rootfs, this script): the archives are current.
-stamp=$( (cd "$ctx" && sha256sum elemento-cloud-controller-manager elemento-csi-driver rootfs.tar) | sha256sum | cut -c1-16)
+stamp=$( (cd "$ctx" && sha256sum "${scratch[@]}" rootfs.tar) | sha256sum | cut -c1-16)
 stamp="$stamp-$(cat images/Containerfile.* "$0" | sha256sum | cut -c1-16)"
 if [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] \
-   && [ -s "$out/elemento-cloud-controller-manager.tar" ] && [ -s "$out/elemento-csi-driver.tar" ] && [ -s "$out/elemento-csi-driver-node.tar" ]; then
+   && [ -s "$out/elemento-cloud-controller-manager.tar" ] && [ -s "$out/elemento-csi-driver.tar" ] \
+   && [ -s "$out/elemento-cluster-autoscaler-provider.tar" ] && [ -s "$out/elemento-csi-driver-node.tar" ]; then
   log "images are current (inputs unchanged)"
   exit 0
 fi
@@ -57,8 +60,7 @@ build() { # image containerfile [build-arg]
   "${B[@]}" push --quiet "localhost/$image:$version" "oci-archive:$out/$image.tar:$repository/$image:$version" >/dev/null
   "${B[@]}" rmi "localhost/$image:$version" >/dev/null 2>&1 || true
 }
-build elemento-cloud-controller-manager Containerfile.scratch --build-arg BINARY=elemento-cloud-controller-manager
-build elemento-csi-driver Containerfile.scratch --build-arg BINARY=elemento-csi-driver
+for b in "${scratch[@]}"; do build "$b" Containerfile.scratch --build-arg BINARY="$b"; done
 build elemento-csi-driver-node Containerfile.node
 # Check what was built: user, entrypoint, and (node) the tools the driver calls.
 check() { # image expected-user files...
@@ -71,11 +73,10 @@ check() { # image expected-user files...
   "$mnt/usr/local/bin/${BIN_IN[$image]}" --version >/dev/null || { log "$image: binary does not run"; exit 1; }
   "${B[@]}" umount "$c" >/dev/null; "${B[@]}" rm "$c" >/dev/null
 }
-declare -A BIN_IN=([elemento-cloud-controller-manager]=app [elemento-csi-driver]=app [elemento-csi-driver-node]=elemento-csi-driver)
-check elemento-cloud-controller-manager 65532:65532 /etc/ssl/certs/ca-certificates.crt /usr/local/bin/app
-check elemento-csi-driver 65532:65532 /etc/ssl/certs/ca-certificates.crt /usr/local/bin/app
+declare -A BIN_IN=([elemento-cloud-controller-manager]=app [elemento-csi-driver]=app [elemento-cluster-autoscaler-provider]=app [elemento-csi-driver-node]=elemento-csi-driver)
+for b in "${scratch[@]}"; do check "$b" 65532:65532 /etc/ssl/certs/ca-certificates.crt /usr/local/bin/app; done
 check elemento-csi-driver-node "" /usr/sbin/mkfs.ext4 /usr/sbin/mkfs.xfs /usr/sbin/mkfs.btrfs /usr/bin/btrfs /usr/sbin/blkid /usr/bin/mount /usr/sbin/resize2fs /usr/sbin/xfs_growfs /usr/sbin/blockdev /usr/sbin/cryptsetup
-for i in elemento-cloud-controller-manager elemento-csi-driver elemento-csi-driver-node; do
-  printf '%-36s %s\n' "$i.tar" "$(du -h "$out/$i.tar" | cut -f1)"
+for i in "${scratch[@]}" elemento-csi-driver-node; do
+  printf '%-42s %s\n' "$i.tar" "$(du -h "$out/$i.tar" | cut -f1)"
 done
 echo "$stamp" > "$out/stamp"

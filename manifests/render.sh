@@ -16,12 +16,13 @@ render() { # chart release values-file output [extra helm args]
 }
 render elemento-cloud-controller-manager elemento-ccm "$root/manifests/values-ccm.yaml" elemento-cloud-controller-manager.yaml
 render elemento-csi-driver elemento-csi "$root/manifests/values-csi.yaml" elemento-csi-driver.yaml
+render elemento-cluster-autoscaler elemento-autoscaler "$root/manifests/values-autoscaler.yaml" elemento-cluster-autoscaler.yaml
 mkdir -p "$out/kops/elemento-cloud-controller.addons.elemento.cloud" "$out/kops/elemento-csi-driver.addons.elemento.cloud"
 render elemento-cloud-controller-manager elemento-ccm "$root/manifests/values-ccm.yaml" kops/elemento-cloud-controller.addons.elemento.cloud/k8s-1.29.yaml \
   --set commonLabels.k8s-addon=elemento-cloud-controller.addons.elemento.cloud --set clusterName=kops
 render elemento-csi-driver elemento-csi "$root/manifests/values-csi.yaml" kops/elemento-csi-driver.addons.elemento.cloud/k8s-1.29.yaml \
   --set commonLabels.k8s-addon=elemento-csi-driver.addons.elemento.cloud
-files=(elemento-cloud-controller-manager.yaml elemento-csi-driver.yaml
+files=(elemento-cloud-controller-manager.yaml elemento-csi-driver.yaml elemento-cluster-autoscaler.yaml
        kops/elemento-cloud-controller.addons.elemento.cloud/k8s-1.29.yaml
        kops/elemento-csi-driver.addons.elemento.cloud/k8s-1.29.yaml)
 if [ "${1:-}" = --check ]; then

@@ -85,11 +85,17 @@ async fn main() -> anyhow::Result<()> {
     } else {
         warn!(listen = %grpc.listen, "serving externalgrpc WITHOUT TLS (grpc.plaintext: true)");
     }
+    // SIGTERM (the kubelet stopping the pod) or Ctrl-C: stop serving. Creations in flight stop
+    // with the process; the next run's sweep removes what they left.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     health.set_ready(true);
     server
         .add_service(service)
-        .serve_with_shutdown(grpc.listen, async {
-            let _ = tokio::signal::ctrl_c().await;
+        .serve_with_shutdown(grpc.listen, async move {
+            tokio::select! {
+                _ = term.recv() => info!("terminated"),
+                _ = tokio::signal::ctrl_c() => info!("interrupted"),
+            }
         })
         .await?;
     Ok(())

@@ -54,8 +54,26 @@ async fn charts_lint_strict_and_pass_a_server_side_dry_run() {
     let kube = testenv().admin_client().await;
     let ns = TestNamespace::create(&kube, "pkg-dry").await;
     let dir = tempfile::tempdir().unwrap();
-    for c in ["elemento-cloud-controller-manager", "elemento-csi-driver"] {
+    let autoscaler_values = repo_root()
+        .join("examples/local-cluster/values-autoscaler.yaml")
+        .display()
+        .to_string();
+    for c in [
+        "elemento-cloud-controller-manager",
+        "elemento-csi-driver",
+        "elemento-cluster-autoscaler",
+    ] {
         let chart_path = chart(c);
+        // The autoscaler has no defaults for its groups and join endpoint: the example's.
+        let mut extra = CREDS.to_vec();
+        if c == "elemento-cluster-autoscaler" {
+            extra.extend_from_slice(&[
+                "-f",
+                &autoscaler_values,
+                "--set",
+                "bootstrap.apiServer=10.0.0.10:6443",
+            ]);
+        }
         let mut lint = vec![
             "lint",
             "--strict",
@@ -63,7 +81,7 @@ async fn charts_lint_strict_and_pass_a_server_side_dry_run() {
             elemento_e2e::kube_version(),
             &chart_path,
         ];
-        lint.extend_from_slice(CREDS);
+        lint.extend_from_slice(&extra);
         helm(&lint);
         let mut t = vec![
             "template",
@@ -74,7 +92,7 @@ async fn charts_lint_strict_and_pass_a_server_side_dry_run() {
             "--kube-version",
             elemento_e2e::kube_version(),
         ];
-        t.extend_from_slice(CREDS);
+        t.extend_from_slice(&extra);
         let rendered = dir.path().join(format!("{c}.yaml"));
         std::fs::write(&rendered, helm(&t)).unwrap();
         dry_run_server(&rendered);
@@ -91,9 +109,23 @@ async fn charts_lint_strict_and_pass_a_server_side_dry_run() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // The plain autoscaler install's gRPC Secret, as its script prints it.
+    let tls = Command::new("bash")
+        .arg(repo_root().join("manifests/autoscaler-grpc-tls.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        tls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tls.stderr)
+    );
+    let tls_file = dir.path().join("grpc-tls.yaml");
+    std::fs::write(&tls_file, &tls.stdout).unwrap();
+    dry_run_server(&tls_file);
     for f in [
         "elemento-cloud-controller-manager.yaml",
         "elemento-csi-driver.yaml",
+        "elemento-cluster-autoscaler.yaml",
         "kops/elemento-cloud-controller.addons.elemento.cloud/k8s-1.29.yaml",
         "kops/elemento-csi-driver.addons.elemento.cloud/k8s-1.29.yaml",
         "credentials-secret.example.yaml",
@@ -156,6 +188,42 @@ fn chart_guards_refuse_bad_values() {
     std::fs::write(&two, "credentials: {token: t}\nstorageClasses:\n  - {name: a, flavour: standard, default: true}\n  - {name: b, flavour: thin, default: true}\n").unwrap();
     let (ok, err) = run("elemento-csi-driver", &["-f", two.to_str().unwrap()]);
     assert!(!ok && err.contains("exactly one"), "{err}");
+
+    // The autoscaler: what it cannot run without, and what it must never do.
+    let example = repo_root()
+        .join("examples/local-cluster/values-autoscaler.yaml")
+        .display()
+        .to_string();
+    let autoscaler = |more: &[&str]| {
+        let mut a = vec![
+            "-f",
+            &example,
+            "--set",
+            "credentials.token=t",
+            "--set",
+            "bootstrap.apiServer=10.0.0.10:6443",
+        ];
+        a.extend_from_slice(more);
+        run("elemento-cluster-autoscaler", &a)
+    };
+    let (ok, err) = autoscaler(&[]);
+    assert!(ok, "the example values render: {err}");
+    let (ok, err) = autoscaler(&["--set", "grpc.plaintext=true"]);
+    assert!(
+        !ok && err.contains("grpc.plaintext: refused with hostNetwork"),
+        "plaintext on the host's network is refused: {err}"
+    );
+    let (ok, err) = autoscaler(&["--set", "nodeGroups=null"]);
+    assert!(!ok && err.contains("nodeGroups"), "{err}");
+    let (ok, err) = autoscaler(&["--set", "clusterName=a-cluster-name-too-long"]);
+    assert!(
+        !ok && err.contains("clusterName"),
+        "a name past 15 characters: {err}"
+    );
+    let (ok, err) = autoscaler(&["--set", "nodeGroups[0].maxSzie=3"]);
+    assert!(!ok && err.contains("maxSzie"), "a typo in a group: {err}");
+    let (ok, err) = autoscaler(&["--set", "userDataTemplates.autoscaler\\.yaml=x"]);
+    assert!(!ok && err.contains("a name the chart uses"), "{err}");
 }
 
 #[test]
@@ -406,6 +474,68 @@ fn both_charts_take_a_private_ca_bundle() {
             "{chart}"
         );
     }
+}
+
+/// The autoscaler chart's ConfigMap is a configuration the provider loads as the pod would see
+/// it: its groups, a user-data template from `userDataTemplates`, the CA bundle, the gRPC files.
+#[test]
+fn the_provider_loads_the_autoscaler_charts_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBprivateCAforTests\n-----END CERTIFICATE-----";
+    let ca_file = dir.path().join("ca-in.pem");
+    std::fs::write(&ca_file, pem).unwrap();
+    let example = repo_root().join("examples/local-cluster/values-autoscaler.yaml");
+    let template = "#cloud-config\nruncmd: [[kubeadm, join, '{{ api_server }}', --token, '{{ bootstrap_token }}']]\n";
+    let template_file = dir.path().join("web-user-data.yaml");
+    std::fs::write(&template_file, template).unwrap();
+    let text = elemento_e2e::helm_template(
+        "elemento-cluster-autoscaler",
+        "x",
+        "kube-system",
+        &["templates/configmap.yaml"],
+        &[
+            "-f",
+            example.to_str().unwrap(),
+            "--set",
+            "bootstrap.apiServer=10.0.0.10:6443",
+            "--set-file",
+            &format!("api.caBundle={}", ca_file.display()),
+            "--set-file",
+            &format!("userDataTemplates.web\\.yaml={}", template_file.display()),
+            "--set",
+            "nodeGroups[0].userData=web.yaml",
+            "--set",
+            "nodeGroups[0].name=web",
+        ],
+    );
+    let cm: k8s_openapi::api::core::v1::ConfigMap =
+        serde_saphyr::from_str(&text).expect("configmap yaml");
+    for (key, value) in cm.data.unwrap_or_default() {
+        std::fs::write(dir.path().join(key), value).unwrap();
+    }
+    let settings = elemento_autoscaler::config::Settings::load(&dir.path().join("autoscaler.yaml"))
+        .expect("the provider loads the chart's configuration");
+    assert_eq!(settings.cluster_name, "in-cluster");
+    assert_eq!(
+        settings.api.ca_bundle.as_deref(),
+        Some(std::path::Path::new("/etc/elemento/config/ca.pem"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ca.pem"))
+            .unwrap()
+            .trim(),
+        pem
+    );
+    let names: Vec<&str> = settings.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["web"]);
+    assert_eq!(settings.groups[0].user_data, template);
+    assert_eq!(settings.groups[0].max_size, 2, "from defaults");
+    let tls = settings.grpc.tls.as_ref().expect("mTLS by default");
+    assert_eq!(
+        tls.client_ca,
+        std::path::Path::new("/etc/elemento/tls/ca.crt")
+    );
+    assert_eq!(settings.grpc.listen.to_string(), "127.0.0.1:8086");
 }
 
 /// An encrypted StorageClass made by the chart carries the node-stage secret reference the node

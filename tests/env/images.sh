@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the images the test node runs besides the project's own (images/build.sh), as OCI
 # archives in $TESTENV_CACHE/images, tagged exactly as the charts and tests reference them so
-# that containerd finds them without a registry: the pod sandbox (pause), the CSI sidecars, and a
-# busybox for test applications, and the storage suite's images. FROM scratch with buildah (vfs storage; `buildah run` does not
+# that containerd finds them without a registry: the pod sandbox (pause), the CSI sidecars, the
+# cluster-autoscaler, and a busybox for test applications, and the storage suite's images. FROM scratch with buildah (vfs storage; `buildah run` does not
 # work here). Cached: an archive is rebuilt only when its binary changed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -79,7 +79,13 @@ for ref in "$SIDECAR_REGISTRY/csi-provisioner:$CSI_PROVISIONER_VERSION" "$SIDECA
   grep -qF "image: $ref}" "$here/../../charts/elemento-csi-driver/values.yaml" \
     || { log "charts/elemento-csi-driver/values.yaml does not reference $ref (tests/env/versions.env)"; exit 1; }
 done
+# The autoscaler chart's upstream container, built from the cluster-autoscaler of install.sh.
+ca_repo=registry.k8s.io/autoscaling/cluster-autoscaler ca_tag=v$CLUSTER_AUTOSCALER_VERSION
+ca_values=$here/../../charts/elemento-cluster-autoscaler/values.yaml
+grep -qF "repository: $ca_repo" "$ca_values" && grep -qF "tag: $ca_tag" "$ca_values" \
+  || { log "charts/elemento-cluster-autoscaler/values.yaml does not reference $ca_repo:$ca_tag (tests/env/versions.env)"; exit 1; }
 scratch_image pause "$PAUSE_IMAGE" "$BIN/pause" 65535:65535
+scratch_image cluster-autoscaler "$ca_repo:$ca_tag" "$BIN/cluster-autoscaler" 65532:65532
 scratch_image csi-provisioner "$SIDECAR_REGISTRY/csi-provisioner:$CSI_PROVISIONER_VERSION" "$BIN/csi-provisioner"
 scratch_image csi-attacher "$SIDECAR_REGISTRY/csi-attacher:$CSI_ATTACHER_VERSION" "$BIN/csi-attacher"
 scratch_image csi-resizer "$SIDECAR_REGISTRY/csi-resizer:$CSI_RESIZER_VERSION" "$BIN/csi-resizer"

@@ -108,96 +108,42 @@ pub struct Certs {
     pub rogue_key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
+/// One run of `manifests/autoscaler-grpc-tls.sh` (the plain-manifest install's Secret): its
+/// files written to `dir` as `<key>` (ca.crt, server.crt, server.key, client.crt, client.key).
+fn grpc_tls_secret(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("cert dir");
+    let out = Command::new("bash")
+        .arg(repo_root().join("manifests/autoscaler-grpc-tls.sh"))
+        .env("DAYS", "1")
         .output()
-        .expect("openssl");
+        .expect("autoscaler-grpc-tls.sh");
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "manifests/autoscaler-grpc-tls.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).expect("the Secret's YAML");
+    for (key, pem) in secret.data.unwrap_or_default() {
+        std::fs::write(dir.join(key), pem.0).expect("write");
+    }
 }
 
 impl Certs {
+    /// The certificates the plain-manifest install uses (manifests/autoscaler-grpc-tls.sh), and
+    /// a second run's client certificate as the one of another CA.
     pub fn make(dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).expect("cert dir");
-        for ca in ["ca", "rogue-ca"] {
-            openssl(
-                dir,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "1",
-                    "-subj",
-                    &format!("/CN={ca}"),
-                    "-keyout",
-                    &format!("{ca}.key"),
-                    "-out",
-                    &format!("{ca}.pem"),
-                ],
-            );
-        }
-        let leaf = |name: &str, ca: &str, ext: &str| {
-            openssl(
-                dir,
-                &[
-                    "req",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-subj",
-                    &format!("/CN={name}"),
-                    "-keyout",
-                    &format!("{name}.key"),
-                    "-out",
-                    &format!("{name}.csr"),
-                ],
-            );
-            std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{name}.csr"),
-                    "-CA",
-                    &format!("{ca}.pem"),
-                    "-CAkey",
-                    &format!("{ca}.key"),
-                    "-CAcreateserial",
-                    "-days",
-                    "1",
-                    "-out",
-                    &format!("{name}.pem"),
-                    "-extfile",
-                    &format!("{name}.ext"),
-                ],
-            );
-        };
-        leaf(
-            "server",
-            "ca",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        );
-        leaf("client", "ca", "extendedKeyUsage=clientAuth\n");
-        leaf("rogue", "rogue-ca", "extendedKeyUsage=clientAuth\n");
+        grpc_tls_secret(dir);
+        grpc_tls_secret(&dir.join("rogue"));
         let p = |f: &str| dir.join(f);
         Self {
-            ca: p("ca.pem"),
-            server_cert: p("server.pem"),
+            ca: p("ca.crt"),
+            server_cert: p("server.crt"),
             server_key: p("server.key"),
-            client_cert: p("client.pem"),
+            client_cert: p("client.crt"),
             client_key: p("client.key"),
-            rogue_cert: p("rogue.pem"),
-            rogue_key: p("rogue.key"),
+            rogue_cert: p("rogue/client.crt"),
+            rogue_key: p("rogue/client.key"),
         }
     }
 }
