@@ -189,6 +189,48 @@ fn chart_guards_refuse_bad_values() {
     let (ok, err) = run("elemento-csi-driver", &["-f", two.to_str().unwrap()]);
     assert!(!ok && err.contains("exactly one"), "{err}");
 
+    // Management-cluster mode: refused on the host's network or without an Elemento URL.
+    for (c, host_network) in [
+        ("elemento-cloud-controller-manager", "hostNetwork"),
+        ("elemento-csi-driver", "controller.hostNetwork"),
+    ] {
+        let tenant = [
+            "--set",
+            "credentials.token=t",
+            "--set",
+            "tenantKubeconfig.secretName=tk",
+        ];
+        let (ok, err) = run(c, &tenant);
+        assert!(
+            !ok && err.contains(&format!("set {host_network}: false")),
+            "{c}: {err}"
+        );
+        let no_host = format!("{host_network}=false");
+        let (ok, err) = run(c, &[&tenant[..], &["--set", &no_host]].concat());
+        assert!(!ok && err.contains("set api.url"), "{c}: {err}");
+        let (ok, err) = run(
+            c,
+            &[
+                &tenant[..],
+                &["--set", &no_host, "--set", "api.url=https://meson.example"],
+            ]
+            .concat(),
+        );
+        assert!(ok, "{c}: {err}");
+    }
+    let (ok, err) = run(
+        "elemento-csi-driver",
+        &[
+            "--set",
+            "credentials.token=t",
+            "--set",
+            "tenantKubeconfig.secretName=tk",
+            "--set",
+            "controller.enabled=false",
+        ],
+    );
+    assert!(!ok && err.contains("controller.enabled: true"), "{err}");
+
     // The autoscaler: what it cannot run without, and what it must never do.
     let example = repo_root()
         .join("examples/local-cluster/values-autoscaler.yaml")

@@ -14,6 +14,8 @@ DIR=${TESTENV_DIR:-/tmp/elemento-testenv}
 ETCD_PORT=${TESTENV_ETCD_PORT:-23790}
 ETCD_PEER_PORT=${TESTENV_ETCD_PEER_PORT:-$((ETCD_PORT + 10))}
 API_PORT=${TESTENV_APISERVER_PORT:-16443}
+# 0.0.0.0 for a cluster that pods of another cluster reach (the management-cluster tier).
+API_BIND=${TESTENV_APISERVER_BIND:-127.0.0.1}
 PROFILE=${TESTENV_PROFILE:-default}
 case "$PROFILE" in default|cluster) ;; *) echo "TESTENV_PROFILE: default or cluster, not $PROFILE" >&2; exit 1;; esac
 log() { printf '[up %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -72,7 +74,7 @@ start etcd "$BIN/etcd" --data-dir "$DIR/etcd" --unsafe-no-fsync \
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/readyz"
 
 start kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" --cert-dir "$DIR/pki" \
+  --bind-address "$API_BIND" --advertise-address 127.0.0.1 --secure-port "$API_PORT" --cert-dir "$DIR/pki" \
   --authorization-mode RBAC,Node --service-account-issuer https://kubernetes.default.svc \
   --service-account-key-file "$DIR/pki/sa.pub" --service-account-signing-key-file "$DIR/pki/sa.key" \
   --service-cluster-ip-range 10.96.0.0/16 --token-auth-file "$DIR/pki/tokens.csv" --allow-privileged=true --enable-bootstrap-token-auth \

@@ -22,6 +22,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 pub mod autoscaler;
 pub mod ccm;
 pub mod cluster;
+pub mod control_plane;
 pub mod csi;
 pub mod reliability;
 pub mod sim;

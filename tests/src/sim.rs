@@ -14,6 +14,8 @@ use crate::{Process, workspace_bin};
 pub struct SimProcess {
     pub process: Process,
     pub base_url: String,
+    /// Every address it listens on (`--listen` repeated in `extra` adds some).
+    pub listening: Vec<String>,
     pub scenario: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -34,17 +36,22 @@ impl SimProcess {
         );
         // The first stdout line is {"listening": ["127.0.0.1:PORT"]}.
         let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
+        let listening = loop {
             let log = std::fs::File::open(&process.log).expect("sim log");
             let found = BufReader::new(log)
                 .lines()
                 .map_while(Result::ok)
                 .find_map(|l| {
                     let v: Value = serde_json::from_str(&l).ok()?;
-                    v["listening"][0].as_str().map(String::from)
+                    let all: Vec<String> = v["listening"]
+                        .as_array()?
+                        .iter()
+                        .filter_map(|a| a.as_str().map(String::from))
+                        .collect();
+                    (!all.is_empty()).then_some(all)
                 });
-            if let Some(a) = found {
-                break a;
+            if let Some(all) = found {
+                break all;
             }
             assert!(
                 Instant::now() < deadline,
@@ -55,7 +62,8 @@ impl SimProcess {
         };
         Self {
             process,
-            base_url: format!("http://{addr}"),
+            base_url: format!("http://{}", listening[0]),
+            listening,
             scenario: path,
             _dir: dir,
         }

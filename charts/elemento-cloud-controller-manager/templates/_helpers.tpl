@@ -27,7 +27,24 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{- define "eccm.leaseNamespace" -}}
+{{- if .Values.tenantKubeconfig.secretName -}}
+{{- default "kube-system" .Values.leaderElection.namespace -}}
+{{- else -}}
 {{- default .Release.Namespace .Values.leaderElection.namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Management-cluster mode: "true" when the CCM works on a tenant cluster; refuses what cannot work there. */}}
+{{- define "eccm.tenantMode" -}}
+{{- if .Values.tenantKubeconfig.secretName -}}
+{{- if .Values.hostNetwork -}}
+{{- fail "tenantKubeconfig: set hostNetwork: false (in a management cluster the node's network and Elemento daemons are not the tenant's)" -}}
+{{- end -}}
+{{- if not .Values.api.url -}}
+{{- fail "tenantKubeconfig: set api.url (an Elemento endpoint reachable from the management cluster; api.host names the node's own daemons)" -}}
+{{- end -}}
+true
+{{- end -}}
 {{- end -}}
 
 {{- define "eccm.leaderElect" -}}

@@ -47,3 +47,32 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- default (printf "%s-credentials" (include "ecsi.fullname" .)) $c.existingSecret -}}
 {{- end -}}
+
+{{/* Management-cluster mode: "true" when the controller works on a tenant cluster; refuses what cannot work there. */}}
+{{- define "ecsi.tenantMode" -}}
+{{- if .Values.tenantKubeconfig.secretName -}}
+{{- if not .Values.controller.enabled -}}
+{{- fail "tenantKubeconfig: the management-cluster release runs the controller; set controller.enabled: true (controller.enabled: false is for the tenant's release)" -}}
+{{- end -}}
+{{- if .Values.controller.hostNetwork -}}
+{{- fail "tenantKubeconfig: set controller.hostNetwork: false (in a management cluster the node's network and Elemento daemons are not the tenant's)" -}}
+{{- end -}}
+{{- if not .Values.api.url -}}
+{{- fail "tenantKubeconfig: set api.url (an Elemento endpoint reachable from the management cluster; api.host names the node's own daemons)" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The sidecars' and the driver's arguments and mount in management-cluster mode. */}}
+{{- define "ecsi.tenantArg" -}}
+{{- if include "ecsi.tenantMode" . }}, "--kubeconfig=/etc/elemento/tenant/{{ .Values.tenantKubeconfig.key }}"{{ end -}}
+{{- end -}}
+
+{{- define "ecsi.leaseNamespace" -}}
+{{- if include "ecsi.tenantMode" . -}}kube-system{{- else -}}{{ .Release.Namespace }}{{- end -}}
+{{- end -}}
+
+{{- define "ecsi.tenantMount" -}}
+{{- if include "ecsi.tenantMode" . }}, {name: tenant-kubeconfig, mountPath: /etc/elemento/tenant, readOnly: true}{{ end -}}
+{{- end -}}
