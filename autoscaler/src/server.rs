@@ -33,9 +33,10 @@ impl RpcMetrics {
 
     fn observe<T>(&self, rpc: &str, r: &Result<T, Status>) {
         let code = match r {
-            Ok(_) => "OK".to_string(),
-            Err(s) => format!("{:?}", s.code()),
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
         };
+        let code = elemento_telemetry::grpc_code_name(code as i32).to_string();
         self.calls
             .get_or_create(&vec![("rpc".into(), rpc.into()), ("code".into(), code)])
             .inc();

@@ -92,7 +92,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let path = elemento_csi::server::socket_path(&args.endpoint).map_err(anyhow::Error::msg)?;
     let mut registry = Registry::default();
     let rpc = Rpc::register(&mut registry);
-    let api_metrics = ApiMetrics::register(&mut registry);
     let controller_mode = matches!(args.mode, Mode::Controller | Mode::All);
     let node_mode = matches!(args.mode, Mode::Node | Mode::All);
     let cfg = match &args.config {
@@ -103,6 +102,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => DriverConfig::default(),
     };
     let (controller, api) = if controller_mode {
+        // Only the controller calls the Elemento API: only it exposes the API's metrics.
+        let api_metrics = ApiMetrics::register(&mut registry);
         let ua = format!("elemento-csi-driver/{}", env!("CARGO_PKG_VERSION"));
         let api = elemento_api::Client::with_observer(
             cfg.api.client_config(&ua).context("api")?,

@@ -75,7 +75,7 @@ impl Rpc {
         self.calls
             .get_or_create(&RpcLabels {
                 rpc: rpc.into(),
-                code: format!("{code:?}"),
+                code: elemento_telemetry::grpc_code_name(code as i32).into(),
             })
             .inc();
         self.duration

@@ -213,6 +213,8 @@ fn the_autoscaler_chart_runs_and_scales_a_group_up() {
     // 3. A Pod that fits no Node (it wants pool=web): the autoscaler scales the group up from
     // zero, the provider registers a VM of the cluster's name and tags, with its join token.
     let t = Instant::now();
+    let provider_metrics = "http://127.0.0.1:10270/metrics";
+    let provider_before = elemento_e2e::metrics::scrape(provider_metrics);
     c.apply(PENDING_POD);
     let vms = with_logs(&c, &pod, || {
         wait_until(
@@ -256,7 +258,15 @@ fn the_autoscaler_chart_runs_and_scales_a_group_up() {
         events.contains("TriggeredScaleUp"),
         "the pod's events: {events}"
     );
-    step(&format!("scale-up from zero registered {vm}"), t);
+    elemento_e2e::metrics::assert_documented_families_moved(
+        "autoscaler",
+        &provider_before,
+        &elemento_e2e::metrics::scrape(provider_metrics),
+    );
+    step(
+        &format!("scale-up from zero registered {vm}; provider metrics as documented"),
+        t,
+    );
 
     // Its RBAC never fell short.
     let log = c.kubectl(&["logs", "-n", NS, &pod, "-c", "cluster-autoscaler"]);

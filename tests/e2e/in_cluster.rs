@@ -330,7 +330,11 @@ fn charts_run_as_pods_on_a_real_kubelet() {
     // The CCM and the CSI controller share the host's network; the node plugin has a network
     // namespace of its own, read through its process.
     let host = "/proc/net/tcp".to_string();
-    let node_plugin = format!("/proc/{}/net/tcp", pid_of("--mode=node"));
+    let node_pid = pid_of("--mode=node");
+    let node_plugin = format!("/proc/{node_pid}/net/tcp");
+    // The node plugin's metrics now, and again after the raw block volume (step 8) made it stage
+    // and publish: every family docs/observability.md lists for it must have moved.
+    let node_metrics_before = elemento_e2e::metrics::scrape_in_netns(node_pid, 9811);
     for (table, port) in [(&host, 10258), (&host, 9810), (&node_plugin, 9811)] {
         assert_eq!(
             tcp_listeners(table, port),
@@ -492,8 +496,13 @@ spec:
         sums.len() == 2 && sums[0] == sums[1],
         "block pattern read back differs: {out}"
     );
+    elemento_e2e::metrics::assert_documented_families_moved(
+        "csi-node",
+        &node_metrics_before,
+        &elemento_e2e::metrics::scrape_in_netns(node_pid, 9811),
+    );
     step(
-        "raw block volume: 4 MiB pattern written and read back with dd",
+        "raw block volume: 4 MiB pattern written and read back with dd; node plugin metrics as documented",
         t,
     );
 

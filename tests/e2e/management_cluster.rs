@@ -7,12 +7,15 @@
 //! management cluster, initializes a Node of the tenant (providerID, labels, taint removed) and
 //! holds its lease there, not in the management cluster; the CSI controller pod, driver and
 //! sidecars in the management cluster, provisions a PVC of the tenant into an Elemento volume.
+//! Each pod's metrics, scraped by its address, carry every family docs/observability.md lists
+//! for it, moved by those events.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use elemento_e2e::cluster::{Cluster, wait_until};
 use elemento_e2e::control_plane::ControlPlane;
+use elemento_e2e::metrics;
 use elemento_e2e::sim::SimProcess;
 use elemento_e2e::{repo_root, require_root};
 use serde_json::Value;
@@ -107,6 +110,8 @@ fn management_values(api_url: &str) -> Vec<String> {
         "credentials.password=demo-password",
         "tenantKubeconfig.secretName=tenant-kubeconfig",
         "image.pullPolicy=Never",
+        // Scraped by the pod's address (docs/observability.md is checked against it).
+        "metricsBindAddress=0.0.0.0",
         &format!("api.url={api_url}"),
     ]
     .iter()
@@ -189,6 +194,14 @@ fn ccm_and_csi_controller_run_in_a_management_cluster() {
         t,
     );
 
+    let ccm_metrics = format!(
+        "http://{}:10258/metrics",
+        pod["status"]["podIP"]
+            .as_str()
+            .expect("the CCM pod's address")
+    );
+    let ccm_before = metrics::scrape(&ccm_metrics);
+
     // 2. A Node registers in the tenant (as its kubelet would, with the uninitialized taint):
     // the CCM in the management cluster initializes it.
     let t = Instant::now();
@@ -232,7 +245,11 @@ fn ccm_and_csi_controller_run_in_a_management_cluster() {
         mgmt_leases.trim().is_empty(),
         "no lease in the management cluster: {mgmt_leases}"
     );
-    step("tenant Node initialized by the management cluster's CCM", t);
+    metrics::assert_documented_families_moved("ccm", &ccm_before, &metrics::scrape(&ccm_metrics));
+    step(
+        "tenant Node initialized by the management cluster's CCM, its metrics as documented",
+        t,
+    );
 
     // 3. The CSI chart's two halves: node plugin, CSIDriver and classes in the tenant; the
     // controller (driver and sidecars) in the management cluster.
@@ -286,6 +303,15 @@ fn ccm_and_csi_controller_run_in_a_management_cluster() {
         "app.kubernetes.io/instance=csi",
         Duration::from_secs(120),
     );
+    let csi_pod =
+        &mgmt.get_json(&["pods", "-n", NS, "-l", "app.kubernetes.io/instance=csi"])["items"][0];
+    let csi_metrics = format!(
+        "http://{}:9810/metrics",
+        csi_pod["status"]["podIP"]
+            .as_str()
+            .expect("the CSI controller pod's address")
+    );
+    let csi_before = metrics::scrape(&csi_metrics);
     let kinds = mgmt.kubectl(&[
         "get",
         "daemonset,csidriver,storageclass",
@@ -371,8 +397,13 @@ fn ccm_and_csi_controller_run_in_a_management_cluster() {
         volumes.iter().any(|v| handle.contains(v.as_str())),
         "the PV's handle {handle} names an Elemento volume of the tenant's organisation: {volumes:?}"
     );
+    metrics::assert_documented_families_moved(
+        "csi-controller",
+        &csi_before,
+        &metrics::scrape(&csi_metrics),
+    );
     step(
-        "tenant PVC provisioned by the management cluster's CSI controller",
+        "tenant PVC provisioned by the management cluster's CSI controller, its metrics as documented",
         t,
     );
 }

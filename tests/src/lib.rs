@@ -24,6 +24,7 @@ pub mod ccm;
 pub mod cluster;
 pub mod control_plane;
 pub mod csi;
+pub mod metrics;
 pub mod reliability;
 pub mod sim;
 

@@ -186,3 +186,43 @@ async fn listen(what: &'static str, addr: SocketAddr, app: Router) -> anyhow::Re
     });
     Ok(bound)
 }
+
+/// The `code` label of a gRPC call: the canonical code names (grpc-go's, which dashboards and
+/// alerts written for other gRPC servers use), `OK` for success.
+pub fn grpc_code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
+        .unwrap_or("Unknown")
+}
+
+#[cfg(test)]
+mod grpc_code_tests {
+    #[test]
+    fn canonical_names() {
+        assert_eq!(super::grpc_code_name(0), "OK");
+        assert_eq!(super::grpc_code_name(5), "NotFound");
+        assert_eq!(super::grpc_code_name(16), "Unauthenticated");
+        assert_eq!(super::grpc_code_name(99), "Unknown");
+    }
+}
