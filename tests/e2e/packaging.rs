@@ -610,3 +610,215 @@ fn the_chart_makes_an_encrypted_class_with_its_node_stage_secret() {
         "{text}"
     );
 }
+
+/// The documents of a multi-document YAML text, as JSON values.
+fn yaml_docs(text: &str) -> Vec<Value> {
+    text.split("\n---")
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        })
+        .map(|d| serde_saphyr::from_str::<Value>(d).expect("a YAML document"))
+        .collect()
+}
+
+/// With every monitoring object on, each chart renders: a Service and a PodMonitor that select
+/// its pods by labels they carry and ports they declare, a PrometheusRule holding exactly its
+/// files/alerts.yaml, and (CCM) the Grafana dashboard ConfigMap, whose queries cover every
+/// family of docs/observability.md. promtool (Prometheus's own checker) accepts the alert files
+/// and every dashboard query. Without a scrapable bind address, the chart refuses.
+#[test]
+fn monitoring_objects_select_the_pods_and_promtool_accepts_the_rules_and_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = repo_root()
+        .join("examples/local-cluster/values-autoscaler.yaml")
+        .display()
+        .to_string();
+    let on = [
+        "--set",
+        "metrics.service.enabled=true",
+        "--set",
+        "metrics.podMonitor.enabled=true",
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+    ];
+    let charts: [(&str, Vec<&str>); 3] = [
+        (
+            "elemento-cloud-controller-manager",
+            vec![
+                "--set",
+                "metricsBindAddress=0.0.0.0",
+                "--set",
+                "metrics.dashboard.enabled=true",
+            ],
+        ),
+        (
+            "elemento-csi-driver",
+            vec!["--set", "metricsBindAddress=0.0.0.0"],
+        ),
+        (
+            "elemento-cluster-autoscaler",
+            vec![
+                "-f",
+                &example,
+                "--set",
+                "bootstrap.apiServer=10.0.0.10:6443",
+                "--set",
+                "provider.metricsBindAddress=0.0.0.0",
+            ],
+        ),
+    ];
+    let mut dashboard_exprs: Vec<String> = vec![];
+    for (chart, extra) in &charts {
+        let mut args = on.to_vec();
+        args.extend_from_slice(extra);
+        let docs = yaml_docs(&elemento_e2e::helm_template(
+            chart,
+            "m",
+            "monitoring",
+            &[],
+            &args,
+        ));
+        let of =
+            |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
+        let pods: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "Deployment" || d["kind"] == "DaemonSet")
+            .map(|d| &d["spec"]["template"])
+            .collect();
+        let selects = |selector: &Value, pod: &Value| {
+            selector
+                .as_object()
+                .is_some_and(|s| s.iter().all(|(k, v)| pod["metadata"]["labels"][k] == *v))
+        };
+        let declares = |pod: &Value, port: &str| {
+            pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+                .any(|p| p["name"] == port)
+        };
+        // The PodMonitor: every workload of the chart, by a port each declares.
+        let pm = of("PodMonitor");
+        assert_eq!(pm.len(), 1, "{chart}: one PodMonitor");
+        for pod in &pods {
+            assert!(
+                selects(&pm[0]["spec"]["selector"]["matchLabels"], pod),
+                "{chart}: the PodMonitor misses a workload: {}",
+                pod["metadata"]
+            );
+        }
+        for ep in pm[0]["spec"]["podMetricsEndpoints"]
+            .as_array()
+            .expect("endpoints")
+        {
+            let port = ep["port"].as_str().expect("port");
+            assert!(
+                pods.iter().any(|p| declares(p, port)),
+                "{chart}: no pod declares port {port}"
+            );
+        }
+        // The Service: pods it selects declare its target ports.
+        let svc = of("Service");
+        assert_eq!(svc.len(), 1, "{chart}: one metrics Service");
+        let targets: Vec<&Value> = pods
+            .iter()
+            .copied()
+            .filter(|p| selects(&svc[0]["spec"]["selector"], p))
+            .collect();
+        assert!(!targets.is_empty(), "{chart}: the Service selects no pod");
+        for port in svc[0]["spec"]["ports"].as_array().expect("ports") {
+            let name = port["targetPort"].as_str().expect("a named target port");
+            assert!(
+                targets.iter().all(|p| declares(p, name)),
+                "{chart}: a selected pod lacks port {name}"
+            );
+        }
+        // The PrometheusRule: exactly the chart's rule file, which promtool accepts.
+        let rules_file = repo_root()
+            .join("charts")
+            .join(chart)
+            .join("files/alerts.yaml");
+        let file: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(&rules_file).unwrap()).unwrap();
+        let pr = of("PrometheusRule");
+        assert_eq!(pr.len(), 1, "{chart}: one PrometheusRule");
+        assert_eq!(pr[0]["spec"]["groups"], file["groups"], "{chart}");
+        promtool(&["check", "rules", rules_file.to_str().unwrap()]);
+        // The dashboard (CCM): the sidecar's label and valid JSON.
+        for cm in of("ConfigMap").into_iter().filter(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-dashboard"))
+        }) {
+            assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+            let json: Value = serde_json::from_str(
+                cm["data"]["elemento-cloud.json"]
+                    .as_str()
+                    .expect("dashboard"),
+            )
+            .expect("the dashboard is JSON");
+            for panel in json["panels"].as_array().expect("panels") {
+                for t in panel["targets"].as_array().into_iter().flatten() {
+                    dashboard_exprs.push(t["expr"].as_str().expect("expr").to_string());
+                }
+            }
+        }
+    }
+    // Every documented family is on the dashboard, and every query parses (as recording rules,
+    // with Grafana's variables given values).
+    let exprs = dashboard_exprs.join("\n");
+    for f in elemento_e2e::metrics::documented() {
+        let base = f.name.strip_suffix("_total").unwrap_or(&f.name);
+        assert!(exprs.contains(base), "the dashboard never shows {}", f.name);
+    }
+    let rules: Vec<Value> = dashboard_exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            json!({"record": format!("dashboard:query{i}"),
+                   "expr": e.replace("$__rate_interval", "5m").replace("$namespace", ".*")})
+        })
+        .collect();
+    let file = dir.path().join("dashboard-queries.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&json!({"groups": [{"name": "dashboard", "rules": rules}]})).unwrap(),
+    )
+    .unwrap();
+    promtool(&["check", "rules", file.to_str().unwrap()]);
+
+    // Monitoring a loopback listener is refused.
+    let out = Command::new(testenv().tool("helm"))
+        .args(["template", "m"])
+        .arg(chart("elemento-cloud-controller-manager"))
+        .args(["--kube-version", elemento_e2e::kube_version()])
+        .args([
+            "--set",
+            "credentials.token=t",
+            "--set",
+            "metrics.podMonitor.enabled=true",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("set metricsBindAddress"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn promtool(args: &[&str]) {
+    let out = Command::new(testenv().tool("promtool"))
+        .args(args)
+        .output()
+        .expect("promtool (tests/env/install.sh promtool)");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -194,6 +194,15 @@ install_kwok() {
   echo "$KWOK_VERSION" > "$out.version"
 }
 
+# promtool without Prometheus's service discoveries (-tags remove_all_sd): only `check rules` is
+# used, and the cloud SDKs the discoveries pull in would multiply the build time.
+install_promtool() {
+  fresh promtool "$PROMETHEUS_VERSION" && return 0
+  log "go install promtool ($PROMETHEUS_MODULE@$PROMETHEUS_VERSION, -tags remove_all_sd)"
+  GOBIN=$BIN go install -tags remove_all_sd -trimpath -ldflags "-s -w" "$PROMETHEUS_MODULE/cmd/promtool@$PROMETHEUS_VERSION"
+  stamp promtool "$PROMETHEUS_VERSION"
+}
+
 # The pod sandbox's PID 1 (tests/env/pause), built as a static binary for the pause image.
 install_pause() {
   local version; version=$(sha256sum "$here/pause/main.go" | cut -c1-16)
@@ -220,6 +229,7 @@ STEPS=(
   "ginkgo install_go_tool $GINKGO_MODULE $GINKGO_VERSION ginkgo"
   "cluster-autoscaler install_cluster_autoscaler"
   "kwok install_kwok"
+  "promtool install_promtool"
 )
 
 main() {
