@@ -64,59 +64,54 @@ fn tenant_kubeconfig_for_pods(tenant: &ControlPlane, host: &str) -> String {
     )
 }
 
-fn tenant_kubectl(tenant: &ControlPlane, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new(tenant.env.tool("kubectl"))
-        .arg("--kubeconfig")
-        .arg(&tenant.env.kubeconfig)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("stdin");
-    }
-    let out = child.wait_with_output().expect("kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl (tenant) {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// `kubectl apply` of a manifest text in the tenant.
+fn tenant_apply(tenant: &ControlPlane, name: &str, yaml: &str) {
+    let file = tenant.path(&format!("{name}.yaml"));
+    std::fs::write(&file, yaml).expect("manifest");
+    tenant
+        .env
+        .kubectl(&["apply", "-f", file.to_str().expect("path")]);
 }
 
 fn tenant_json(tenant: &ControlPlane, args: &[&str]) -> Value {
     let mut a = vec!["get"];
     a.extend_from_slice(args);
     a.extend_from_slice(&["-o", "json"]);
-    serde_json::from_str(&tenant_kubectl(tenant, &a, None)).expect("json")
+    serde_json::from_str(&tenant.env.kubectl(&a)).expect("json")
 }
 
 fn chart(name: &str) -> String {
     repo_root().join("charts").join(name).display().to_string()
 }
 
-/// `--set` arguments common to both management-cluster releases.
-fn management_values(api_url: &str) -> Vec<String> {
-    [
+/// Installs `chart` as `release` in the management cluster's tenant namespace, in
+/// management-cluster mode with `sets` added, and returns its (first) pod once Ready.
+fn install_in_management(
+    mgmt: &Cluster,
+    release: &str,
+    chart_name: &str,
+    api_url: &str,
+    sets: &[&str],
+) -> Value {
+    let api = format!("api.url={api_url}");
+    let common = [
         "credentials.username=demo",
         "credentials.password=demo-password",
         "tenantKubeconfig.secretName=tenant-kubeconfig",
         "image.pullPolicy=Never",
         // Scraped by the pod's address (docs/observability.md is checked against it).
         "metricsBindAddress=0.0.0.0",
-        &format!("api.url={api_url}"),
-    ]
-    .iter()
-    .flat_map(|v| ["--set".to_string(), v.to_string()])
-    .collect()
+        &api,
+    ];
+    let chart_path = chart(chart_name);
+    let mut args = vec!["install", release, &chart_path, "--namespace", NS];
+    for v in common.iter().chain(sets) {
+        args.extend(["--set", v]);
+    }
+    mgmt.helm(&args);
+    let selector = format!("app.kubernetes.io/instance={release}");
+    mgmt.wait_pods_ready(NS, &selector, Duration::from_secs(120));
+    mgmt.get_json(&["pods", "-n", NS, "-l", &selector])["items"][0].clone()
 }
 
 #[test]
@@ -159,32 +154,18 @@ fn ccm_and_csi_controller_run_in_a_management_cluster() {
         NS,
         &format!("--from-file=kubeconfig={}", kc.display()),
     ]);
-    let mut args: Vec<String> = [
-        "install",
+    let pod = install_in_management(
+        &mgmt,
         "ccm",
-        &chart("elemento-cloud-controller-manager"),
-        "--namespace",
-        NS,
-        "--set",
-        "hostNetwork=false",
-        "--set",
-        "clusterName=tenant-a",
-        // On with one replica too, to show where the lease goes.
-        "--set",
-        "leaderElection.enabled=true",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(management_values(&api_url));
-    mgmt.helm(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    mgmt.wait_pods_ready(
-        NS,
-        "app.kubernetes.io/instance=ccm",
-        Duration::from_secs(120),
+        "elemento-cloud-controller-manager",
+        &api_url,
+        // Leader election on with one replica too, to show where the lease goes.
+        &[
+            "hostNetwork=false",
+            "clusterName=tenant-a",
+            "leaderElection.enabled=true",
+        ],
     );
-    let pod =
-        &mgmt.get_json(&["pods", "-n", NS, "-l", "app.kubernetes.io/instance=ccm"])["items"][0];
     assert_ne!(
         pod["spec"]["hostNetwork"], true,
         "the management-cluster CCM runs without the host network"
@@ -205,12 +186,12 @@ fn ccm_and_csi_controller_run_in_a_management_cluster() {
     // 2. A Node registers in the tenant (as its kubelet would, with the uninitialized taint):
     // the CCM in the management cluster initializes it.
     let t = Instant::now();
-    tenant_kubectl(
+    tenant_apply(
         &tenant,
-        &["apply", "-f", "-"],
-        Some(&format!(
+        "node",
+        &format!(
             "apiVersion: v1\nkind: Node\nmetadata: {{name: {TENANT_NODE}}}\nspec:\n  taints:\n    - {{key: node.cloudprovider.kubernetes.io/uninitialized, value: \"true\", effect: NoSchedule}}\n"
-        )),
+        ),
     );
     let node = wait_until(
         "the tenant's Node initialized",
@@ -235,7 +216,7 @@ fn ccm_and_csi_controller_run_in_a_management_cluster() {
         "{node}"
     );
     // Its lease is the tenant's; the management cluster holds none.
-    let tenant_leases = tenant_kubectl(&tenant, &["get", "leases", "-n", "kube-system"], None);
+    let tenant_leases = tenant.env.kubectl(&["get", "leases", "-n", "kube-system"]);
     assert!(
         tenant_leases.contains("cloud-controller-manager"),
         "the CCM's lease in the tenant: {tenant_leases}"
@@ -284,27 +265,13 @@ fn ccm_and_csi_controller_run_in_a_management_cluster() {
     ]);
     // The tenant grants the kubeconfig's identity the controller's rules (here it is the
     // tenant's admin; docs/management-cluster.md renders the chart's RBAC for a dedicated one).
-    let mut args: Vec<String> = [
-        "install",
+    let csi_pod = install_in_management(
+        &mgmt,
         "csi",
-        &chart("elemento-csi-driver"),
-        "--namespace",
-        NS,
-        "--set",
-        "controller.hostNetwork=false",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(management_values(&api_url));
-    mgmt.helm(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    mgmt.wait_pods_ready(
-        NS,
-        "app.kubernetes.io/instance=csi",
-        Duration::from_secs(120),
+        "elemento-csi-driver",
+        &api_url,
+        &["controller.hostNetwork=false"],
     );
-    let csi_pod =
-        &mgmt.get_json(&["pods", "-n", NS, "-l", "app.kubernetes.io/instance=csi"])["items"][0];
     let csi_metrics = format!(
         "http://{}:9810/metrics",
         csi_pod["status"]["podIP"]
@@ -334,24 +301,22 @@ fn ccm_and_csi_controller_run_in_a_management_cluster() {
     // provisioner takes the topology from the tenant's CSINodes: the one the kubelet writes when
     // our node plugin registers, written here as it would be.
     let t = Instant::now();
-    tenant_kubectl(
+    tenant_apply(
         &tenant,
-        &["apply", "-f", "-"],
-        Some(&format!(
+        "csinode",
+        &format!(
             "apiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata: {{name: {TENANT_NODE}}}\n\
              spec:\n  drivers:\n    - {{name: csi.elemento.cloud, nodeID: {TENANT_VM}, \
              topologyKeys: [topology.kubernetes.io/region, topology.kubernetes.io/zone]}}\n"
-        )),
+        ),
     );
-    tenant_kubectl(
+    tenant_apply(
         &tenant,
-        &["apply", "-f", "-"],
-        Some(
-            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: now}\n\
+        "pvc",
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: now}\n\
              provisioner: csi.elemento.cloud\nvolumeBindingMode: Immediate\n---\n\
              apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: default}\n\
              spec: {accessModes: [ReadWriteOnce], storageClassName: now, resources: {requests: {storage: 1Gi}}}\n",
-        ),
     );
     let bound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_until("the tenant's PVC Bound", Duration::from_secs(90), || {
@@ -363,7 +328,9 @@ fn ccm_and_csi_controller_run_in_a_management_cluster() {
         // The evidence: the PVC's events in the tenant, the controller's logs in the management cluster.
         eprintln!(
             "{}",
-            tenant_kubectl(&tenant, &["describe", "pvc", "-n", "default", "data"], None)
+            tenant
+                .env
+                .kubectl(&["describe", "pvc", "-n", "default", "data"])
         );
         for c in ["csi-provisioner", "driver"] {
             let log = mgmt
