@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use elemento_e2e::cluster::{Cluster, wait_until};
+use elemento_e2e::registry::Registry;
 use elemento_e2e::{repo_root, require_root};
 use serde_json::Value;
 
@@ -103,6 +104,82 @@ fn previous_chart(name: &str, into: &std::path::Path) -> String {
         .expect("tar");
     assert!(st.success());
     into.join(name).display().to_string()
+}
+
+/// Every container of this release's pods runs an image resolved in `registry` (its imageID is the
+/// registry's digest reference), the kubelet said it pulled them, and the registry served their
+/// manifests to containerd.
+fn assert_pulled_from_registry(c: &Cluster, registry: &Registry) {
+    let mut images = vec![];
+    for selector in [
+        "app.kubernetes.io/instance=ccm",
+        "app.kubernetes.io/instance=csi",
+    ] {
+        let pods = c.get_json(&["pods", "-n", NS, "-l", selector]);
+        for p in pods["items"].as_array().into_iter().flatten() {
+            let name = p["metadata"]["name"].as_str().unwrap_or("?");
+            for cs in p["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let image = cs["image"].as_str().unwrap_or_default();
+                if !image.contains("/elemento-") {
+                    continue; // the CSI sidecars stay on their upstream images
+                }
+                let id = cs["imageID"].as_str().unwrap_or_default();
+                assert!(
+                    image.starts_with(&format!("{}/", registry.addr))
+                        && id.starts_with(&format!("{}/", registry.addr)),
+                    "{name}/{}: image {image:?}, imageID {id:?}: not from the registry {}",
+                    cs["name"],
+                    registry.addr
+                );
+                let events = c.kubectl(&[
+                    "get",
+                    "events",
+                    "-n",
+                    NS,
+                    "--field-selector",
+                    &format!("involvedObject.name={name},reason=Pulled"),
+                    "-o",
+                    "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+                ]);
+                assert!(
+                    events
+                        .lines()
+                        .any(|m| m.contains("Successfully pulled image") && m.contains(image)),
+                    "{name}: no Pulled event for {image}:\n{events}"
+                );
+                images.push(image.to_string());
+            }
+        }
+    }
+    for want in [
+        "elemento-cloud-controller-manager",
+        "elemento-csi-driver:",
+        "elemento-csi-driver-node",
+    ] {
+        assert!(
+            images.iter().any(|i| i.contains(want)),
+            "no running container of {want} among {images:?}"
+        );
+    }
+    let served = registry.manifests_served();
+    for i in &images {
+        let repo = i
+            .trim_start_matches(&format!("{}/", registry.addr))
+            .split(':')
+            .next()
+            .unwrap_or_default();
+        assert!(
+            served
+                .iter()
+                .any(|l| l.contains(&format!("/v2/{repo}/manifests/")) && l.contains("containerd")),
+            "the registry resolved no manifest of {repo} for containerd:\n{}",
+            registry.logs()
+        );
+    }
 }
 
 fn chart_version(chart_dir: &str) -> String {
@@ -246,19 +323,36 @@ fn charts_run_as_pods_on_a_real_kubelet() {
     let uid_before = pod(&c, APP_NS, "web-0")["metadata"]["uid"].clone();
     step("StatefulSet pod Running with its volume, 1 MiB written", t);
 
-    // 4. helm upgrade to this version while the application runs.
+    // 4. helm upgrade to this version while the application runs, shipped the way an operator
+    // ships it: images/push.sh into an OCI registry, the charts' image.repository pointed there,
+    // and the kubelet pulling (until now the node ran images imported from archives).
     let t = Instant::now();
-    c.helm_install(
+    let registry = Registry::start(&c.bin);
+    let flags = registry.push_project_images();
+    let flags_of = |chart: &str| -> Vec<String> {
+        let mut f = flags
+            .iter()
+            .find(|(name, _)| name == chart)
+            .unwrap_or_else(|| panic!("images/push.sh printed no flags for {chart}: {flags:?}"))
+            .1
+            .clone();
+        // The local values pin `Never` (imported archives); a pushed image is pulled.
+        f.extend(["--set".into(), "image.pullPolicy=IfNotPresent".into()]);
+        f
+    };
+    c.helm_install_with(
         "upgrade",
         "ccm",
         &path("charts/elemento-cloud-controller-manager"),
         "examples/local-cluster/values-ccm.yaml",
+        &flags_of("elemento-cloud-controller-manager"),
     );
-    c.helm_install(
+    c.helm_install_with(
         "upgrade",
         "csi",
         &current_csi,
         "examples/local-cluster/values-csi.yaml",
+        &flags_of("elemento-csi-driver"),
     );
     for workload in [
         "deployment/ccm-elemento-cloud-controller-manager",
@@ -267,6 +361,12 @@ fn charts_run_as_pods_on_a_real_kubelet() {
     ] {
         c.kubectl(&["rollout", "status", "-n", NS, workload, "--timeout=180s"]);
     }
+    assert_pulled_from_registry(&c, &registry);
+    step(
+        "images pushed with images/push.sh to a local OCI registry and pulled from it by the kubelet",
+        t,
+    );
+    let t = Instant::now();
     let p = pod(&c, APP_NS, "web-0");
     assert_eq!(
         p["metadata"]["uid"], uid_before,

@@ -36,7 +36,7 @@ stamp() { echo "$2" > "$BIN/$1.version"; }
 
 install_apt_packages() {
   local want=(e2fsprogs xfsprogs btrfs-progs util-linux openssl jq curl mount
-              runc containernetworking-plugins iptables busybox-static buildah mmdebstrap ca-certificates)
+              runc containernetworking-plugins iptables busybox-static buildah mmdebstrap ca-certificates skopeo)
   local missing=()
   for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -230,6 +230,7 @@ STEPS=(
   "cluster-autoscaler install_cluster_autoscaler"
   "kwok install_kwok"
   "promtool install_promtool"
+  "registry install_go_tool $DISTRIBUTION_MODULE $DISTRIBUTION_VERSION cmd/registry"
 )
 
 main() {

@@ -42,6 +42,11 @@ fn lock_node() -> std::fs::File {
 impl Cluster {
     /// Brings the cluster up (the project's images must be built: `images/build.sh`).
     pub fn up(name: &str) -> Self {
+        Self::up_with_env(name, &[])
+    }
+
+    /// `up` with extra environment for cluster-up.sh (e.g. `TESTENV_SIM_DAEMON_PORTS`).
+    pub fn up_with_env(name: &str, env: &[(&str, &str)]) -> Self {
         let lock = lock_node();
         let dir = PathBuf::from(format!("/tmp/elemento-{name}-{}", std::process::id()));
         let script = |s: &str| repo_root().join("tests/env").join(s);
@@ -53,6 +58,7 @@ impl Cluster {
             .env("TESTENV_ETCD_PEER_PORT", free_port().to_string())
             .env("TESTENV_APISERVER_PORT", free_port().to_string())
             .env("ELEMENTO_SIM_BIN", workspace_bin("elemento-sim"))
+            .envs(env.iter().copied())
             .stderr(Stdio::inherit())
             .output()
             .expect("cluster-up.sh");
@@ -156,9 +162,21 @@ impl Cluster {
     /// `helm install|upgrade RELEASE CHART` into kube-system with a values file of this repository
     /// and the simulator as the Elemento endpoint (the demo credentials of the cluster scenario).
     pub fn helm_install(&self, verb: &str, release: &str, chart: &str, values: &str) {
+        self.helm_install_with(verb, release, chart, values, &[]);
+    }
+
+    /// `helm_install` with further helm arguments (e.g. `--set image.repository=...`).
+    pub fn helm_install_with(
+        &self,
+        verb: &str,
+        release: &str,
+        chart: &str,
+        values: &str,
+        extra: &[String],
+    ) {
         let values = repo_root().join(values).display().to_string();
         let api = format!("api.url={}", self.api_url);
-        self.helm(&[
+        let mut args = vec![
             verb,
             release,
             chart,
@@ -172,7 +190,9 @@ impl Cluster {
             "credentials.username=demo",
             "--set",
             "credentials.password=demo-password",
-        ]);
+        ];
+        args.extend(extra.iter().map(String::as_str));
+        self.helm(&args);
     }
 
     /// Pods matching `selector` that are not Ready yet (names; a placeholder when there is none).

@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod csi;
 pub mod metrics;
+pub mod registry;
 pub mod reliability;
 pub mod sim;
 
