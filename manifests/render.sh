@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Renders the plain manifests and the kops addon manifests from the Helm charts (default values
-# plus manifests/values-*.yaml). CI fails when the committed files differ from a fresh render.
+# Renders the plain manifests, the kOps static channel's manifests and the kOps fork's addon
+# templates from the Helm charts (default values plus manifests/values-*.yaml). CI fails when the committed files differ from a fresh render.
 #   manifests/render.sh           rewrite the files
 #   manifests/render.sh --check   exit 1 when they are stale
 set -euo pipefail
@@ -17,14 +17,44 @@ render() { # chart release values-file output [extra helm args]
 render elemento-cloud-controller-manager elemento-ccm "$root/manifests/values-ccm.yaml" elemento-cloud-controller-manager.yaml
 render elemento-csi-driver elemento-csi "$root/manifests/values-csi.yaml" elemento-csi-driver.yaml
 render elemento-cluster-autoscaler elemento-autoscaler "$root/manifests/values-autoscaler.yaml" elemento-cluster-autoscaler.yaml
+# The upstream kOps static channel (spec.addons): plain manifests, nothing for kOps to render. The
+# operator creates the credentials Secret and the elemento-cluster ConfigMap (the cluster name)
+# once; neither is in the channel, so nothing secret reaches the kOps state store.
 mkdir -p "$out/kops/elemento-cloud-controller.addons.elemento.cloud" "$out/kops/elemento-csi-driver.addons.elemento.cloud"
 render elemento-cloud-controller-manager elemento-ccm "$root/manifests/values-ccm.yaml" kops/elemento-cloud-controller.addons.elemento.cloud/k8s-1.29.yaml \
-  --set commonLabels.k8s-addon=elemento-cloud-controller.addons.elemento.cloud --set clusterName=kops
+  --set commonLabels.k8s-addon=elemento-cloud-controller.addons.elemento.cloud --set clusterNameFrom.configMap=elemento-cluster
 render elemento-csi-driver elemento-csi "$root/manifests/values-csi.yaml" kops/elemento-csi-driver.addons.elemento.cloud/k8s-1.29.yaml \
   --set commonLabels.k8s-addon=elemento-csi-driver.addons.elemento.cloud
+# Elemento's kOps fork (bootstrap channel): kOps templates, rendered by the fork at `kops update
+# cluster`. The chart renders them with placeholders that become kOps template actions; each
+# placeholder must appear exactly as often as said, or the render fails (the chart changed shape).
+kops_template() { # file placeholder count action ...
+  local f=$out/$1; shift
+  while [ $# -gt 0 ]; do
+    local n; n=$(grep -c -- "$1" "$f" || true)
+    [ "$n" = "$2" ] || { echo "render.sh: $1 appears $n times in $f, expected $2" >&2; exit 1; }
+    sed -i "s|$1|$3|g" "$f"; shift 3
+  done
+}
+fork=kops-fork
+mkdir -p "$out/$fork/elemento-cloud-controller.addons.k8s.io" "$out/$fork/elemento-csi-driver.addons.k8s.io"
+render elemento-cloud-controller-manager elemento-ccm "$root/manifests/values-ccm.yaml" $fork/elemento-cloud-controller.addons.k8s.io/k8s-1.29.yaml.template \
+  --set commonLabels.k8s-addon=elemento-cloud-controller.addons.k8s.io --set leaderElection.enabled=true --set replicaCount=4242 \
+  --set clusterName=x-kops-cluster-name-x --set region=x-kops-region-x --set image.repository=x-kops-ccm-image-x --set image.tag=x
+kops_template $fork/elemento-cloud-controller.addons.k8s.io/k8s-1.29.yaml.template \
+  '"x-kops-ccm-image-x:x"' 1 '"{{ .ExternalCloudControllerManager.Image }}"' \
+  '"x-kops-cluster-name-x"' 1 '"{{ ClusterName }}"' \
+  '"x-kops-region-x"' 1 '"{{ Region }}"' \
+  'replicas: 4242' 1 'replicas: {{ ControlPlaneControllerReplicas false }}'
+render elemento-csi-driver elemento-csi "$root/manifests/values-csi.yaml" $fork/elemento-csi-driver.addons.k8s.io/k8s-1.29.yaml.template \
+  --set commonLabels.k8s-addon=elemento-csi-driver.addons.k8s.io --set controller.replicas=4242
+kops_template $fork/elemento-csi-driver.addons.k8s.io/k8s-1.29.yaml.template \
+  'replicas: 4242' 1 'replicas: {{ ControlPlaneControllerReplicas true }}'
 files=(elemento-cloud-controller-manager.yaml elemento-csi-driver.yaml elemento-cluster-autoscaler.yaml
        kops/elemento-cloud-controller.addons.elemento.cloud/k8s-1.29.yaml
-       kops/elemento-csi-driver.addons.elemento.cloud/k8s-1.29.yaml)
+       kops/elemento-csi-driver.addons.elemento.cloud/k8s-1.29.yaml
+       $fork/elemento-cloud-controller.addons.k8s.io/k8s-1.29.yaml.template
+       $fork/elemento-csi-driver.addons.k8s.io/k8s-1.29.yaml.template)
 if [ "${1:-}" = --check ]; then
   stale=0
   for f in "${files[@]}"; do

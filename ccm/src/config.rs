@@ -87,6 +87,25 @@ pub struct Args {
     pub cluster_name: Option<String>,
 }
 
+/// 1-32 of a-z, 0-9, '-': usable in cloud names as it is.
+fn is_short_cluster_id(n: &str) -> bool {
+    (1..=32).contains(&n.len())
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A DNS name of lowercase labels (1-63 of a-z, 0-9, '-', no '-' at either end), at most 253.
+fn is_dns_name(n: &str) -> bool {
+    n.len() <= 253
+        && n.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
 /// Parses `500ms`, `15s`, `5m`, `1h` (and plain seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -181,7 +200,8 @@ pub struct ClassPolicy {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct CloudConfig {
-    /// Names this cluster's load balancers (`k8s-<clusterName>-<service uid>`).
+    /// Names this cluster's load balancers (`k8s-<cluster id>-<service uid>`, see
+    /// [`CloudConfig::cluster_id`]): 1-32 of a-z, 0-9, '-', or a kOps cluster's DNS name.
     pub cluster_name: String,
     /// The `topology.kubernetes.io/region` of Nodes whose VM reports no region (default
     /// `elemento`).
@@ -219,17 +239,35 @@ impl CloudConfig {
         Ok(c)
     }
 
+    /// The cluster as cloud object names and ownership markers carry it. A `clusterName` of 1-32
+    /// a-z, 0-9, '-' is used as it is (every name this CCM accepted before kOps names were, so
+    /// existing load balancers keep their names). A kOps cluster's DNS name (`prod.example.com`)
+    /// is folded to `prod-example-com`, cut to 23 characters, plus '-' and 8 hex digits of the
+    /// whole name, so two names that fold alike never share load balancers.
+    pub fn cluster_id(&self) -> String {
+        let n = &self.cluster_name;
+        if is_short_cluster_id(n) {
+            return n.clone();
+        }
+        let folded: String = n
+            .chars()
+            .map(|c| if c == '.' { '-' } else { c })
+            .take(23)
+            .collect();
+        format!(
+            "{}-{:08x}",
+            folded.trim_end_matches('-'),
+            crate::digest::fnv1a32(n.as_bytes())
+        )
+    }
+
     /// Checks fields whose type does not say everything.
     pub fn validate(&self) -> Result<(), String> {
         let n = &self.cluster_name;
-        if n.is_empty()
-            || n.len() > 32
-            || !n
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
+        if !is_short_cluster_id(n) && !is_dns_name(n) {
             return Err(format!(
-                "clusterName {n:?}: 1-32 characters of a-z, 0-9 and '-' are required"
+                "clusterName {n:?}: 1-32 characters of a-z, 0-9 and '-', or a DNS name of \
+                 lowercase labels (a kOps cluster name such as prod.example.com) are required"
             ));
         }
         if let Some(r) = &self.region
@@ -301,5 +339,49 @@ mod tests {
         };
         assert!(bad.validate().unwrap_err().contains("clusterName"));
         assert!(serde_saphyr::from_str::<CloudConfig>("clustername: x\n").is_err());
+    }
+
+    #[test]
+    fn kops_cluster_names_get_a_stable_id_and_short_names_keep_theirs() {
+        let named = |n: &str| CloudConfig {
+            cluster_name: n.into(),
+            ..CloudConfig::default()
+        };
+        // Names valid before kOps names were accepted: unchanged, so existing LBs keep theirs.
+        for n in ["prod", "in-cluster", "kubernetes"] {
+            assert!(named(n).validate().is_ok(), "{n}");
+            assert_eq!(named(n).cluster_id(), n);
+        }
+        let kops = named("prod.example.com");
+        assert!(kops.validate().is_ok());
+        let id = kops.cluster_id();
+        assert!(
+            id.starts_with("prod-example-com-") && id.len() == 16 + 1 + 8,
+            "{id}"
+        );
+        assert_eq!(id, named("prod.example.com").cluster_id(), "deterministic");
+        // Folding alike does not mean sharing: the digest is of the whole name.
+        assert_ne!(id, named("prod-example.com").cluster_id());
+        assert_ne!(id, named("prod-example-com").cluster_id());
+        let long = named("a-very-long-cluster-name.with.many.labels.k8s.local").cluster_id();
+        assert!(long.len() <= 32, "{long}");
+        assert!(
+            long.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+        for bad in [
+            "",
+            "Prod.example.com",
+            "a..b",
+            "-a.b",
+            "a_b.c",
+            &"a".repeat(254),
+        ] {
+            let e = named(bad).validate().unwrap_err();
+            assert!(
+                e.contains("clusterName") && e.contains("DNS name"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

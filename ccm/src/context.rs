@@ -18,7 +18,8 @@ pub const REPORTER: &str = "elemento-cloud-controller-manager";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub cluster_name: String,
+    /// The cluster in load balancer names and ownership markers (`CloudConfig::cluster_id`).
+    pub cluster_id: String,
     pub class: ClassPolicy,
     pub lb_defaults: LbDefaults,
     pub node_status_update_frequency: Duration,

@@ -139,7 +139,7 @@ pub fn ctx(kube: kube::Client, sim: &elemento_sim::SimHandle) -> Arc<Ctx> {
     let api = elemento_api::Client::new(config).expect("client");
     let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
     let settings = Settings {
-        cluster_name: "test".into(),
+        cluster_id: "test".into(),
         class: crate::config::ClassPolicy {
             class: "elemento.cloud/load-balancer".into(),
             claim_unset: true,

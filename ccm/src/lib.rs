@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod context;
+pub mod digest;
 pub mod events;
 #[cfg(test)]
 pub mod fixtures;

@@ -99,10 +99,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.health_bind_address {
         elemento_telemetry::serve_health(addr, health.clone()).await?;
     }
-    info!(metrics = %bound, ?controllers, cluster = %cloud.cluster_name, "starting");
+    info!(metrics = %bound, ?controllers, cluster = %cloud.cluster_name, cluster_id = %cloud.cluster_id(), "starting");
 
     let settings = Settings {
-        cluster_name: cloud.cluster_name.clone(),
+        cluster_id: cloud.cluster_id(),
         class: ClassPolicy {
             class: cloud.load_balancer.class.clone(),
             claim_unset: cloud.load_balancer.claim_unset_class,

@@ -1,5 +1,6 @@
-//! The charts, plain manifests and kops channel against the real API server: lint, server-side
-//! dry runs, a real `helm install` whose ServiceAccounts run the binaries, and a clean uninstall.
+//! The charts, plain manifests, kOps static channel and kOps fork templates against the real API
+//! server: lint, server-side dry runs, a real `helm install` whose ServiceAccounts run the
+//! binaries, and a clean uninstall. The kOps channel running on a real kubelet: tests/e2e/kops.rs.
 
 use std::process::Command;
 use std::time::Duration;
@@ -268,8 +269,11 @@ fn chart_guards_refuse_bad_values() {
     assert!(!ok && err.contains("a name the chart uses"), "{err}");
 }
 
+/// The upstream kOps static channel: kOps applies `spec.addons` manifests as they are, so they
+/// hold no template action, no Secret (the operator creates the credentials Secret; nothing secret
+/// goes through the kOps state store) and no cluster name (read from the operator's ConfigMap).
 #[test]
-fn kops_channel_is_well_formed() {
+fn kops_static_channel_is_plain_and_holds_no_secret() {
     let dir = repo_root().join("manifests/kops");
     let channel: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(dir.join("addons.yaml")).unwrap()).unwrap();
@@ -280,7 +284,14 @@ fn kops_channel_is_well_formed() {
             .is_some_and(|n| !n.is_empty())
     );
     let addons = channel["spec"]["addons"].as_array().expect("spec.addons");
-    assert_eq!(addons.len(), 3);
+    let names: Vec<&str> = addons.iter().filter_map(|a| a["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "elemento-cloud-controller.addons.elemento.cloud",
+            "elemento-csi-driver.addons.elemento.cloud"
+        ]
+    );
     for a in addons {
         let name = a["name"].as_str().expect("name");
         for field in ["version", "id", "manifest", "kubernetesVersion"] {
@@ -295,8 +306,17 @@ fn kops_channel_is_well_formed() {
             Some(name),
             "{name}: selector"
         );
-        let manifest = std::fs::read_to_string(dir.join(a["manifest"].as_str().unwrap()))
+        let file = a["manifest"].as_str().unwrap();
+        assert!(
+            file.ends_with(".yaml"),
+            "{name}: kOps applies {file} as it is"
+        );
+        let manifest = std::fs::read_to_string(dir.join(file))
             .unwrap_or_else(|e| panic!("{name}: manifest: {e}"));
+        assert!(
+            !manifest.contains("{{"),
+            "{name}: a template action in {file}"
+        );
         // kops prunes by the selector: every object must carry its labels.
         let docs: Vec<&str> = manifest
             .split("\n---")
@@ -308,20 +328,96 @@ fn kops_channel_is_well_formed() {
                 d.contains(&format!("k8s-addon: {name}")),
                 "{name}: an object lacks the selector label:\n{d}"
             );
+            assert!(
+                !d.contains("\nkind: Secret"),
+                "{name}: the channel carries a Secret:\n{d}"
+            );
         }
-        if a["manifest"].as_str().unwrap().ends_with(".template") {
-            for var in manifest
-                .split("{{")
-                .skip(1)
-                .map(|s| s.split("}}").next().unwrap().trim())
-            {
-                assert!(
-                    var.starts_with("ELEMENTO_"),
-                    "{name}: unexpected template variable {var}"
-                );
+        assert!(
+            manifest.contains("secretName: elemento-credentials"),
+            "{name}: the operator's Secret is not the one mounted"
+        );
+    }
+    let ccm = std::fs::read_to_string(dir.join(addons[0]["manifest"].as_str().unwrap())).unwrap();
+    assert!(
+        !ccm.contains("clusterName:")
+            && ccm.contains("--cluster-name=$(ELEMENTO_CLUSTER_NAME)")
+            && ccm.contains("configMapKeyRef: {name: \"elemento-cluster\", key: \"clusterName\"}"),
+        "the cluster name must come from the operator's ConfigMap"
+    );
+}
+
+/// Elemento's kOps fork renders its bootstrap addons from `manifests/kops-fork/*.yaml.template`
+/// with kOps's template functions. Rendered here by the stand-in (tests/env/kops-template: Go's
+/// text/template, kOps's function names and signatures, the cluster spec as data), which
+/// defines only the kOps functions the templates may use, then applied with a server-side dry run.
+#[test]
+fn kops_fork_templates_render_with_kops_functions_and_pass_a_server_side_dry_run() {
+    let env = testenv();
+    let dir = repo_root().join("manifests/kops-fork");
+    let out = tempfile::tempdir().unwrap();
+    let render = |file: &std::path::Path, ha: bool| -> Result<String, String> {
+        let mut cmd = Command::new(env.tool("kops-template"));
+        cmd.args([
+            "-cluster-name",
+            "prod.example.com",
+            "-region",
+            "ovh-gra",
+            "-ccm-image",
+            "registry.example.com/elemento-cloud-controller-manager:9.9.9",
+        ]);
+        if ha {
+            cmd.arg("-ha");
+        }
+        let o = cmd.arg(file).output().expect("kops-template");
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    };
+    let templates = [
+        "elemento-cloud-controller.addons.k8s.io/k8s-1.29.yaml.template",
+        "elemento-csi-driver.addons.k8s.io/k8s-1.29.yaml.template",
+    ];
+    for t in templates {
+        let path = dir.join(t);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("\nkind: Secret"),
+            "{t}: a Secret in a kOps addon is written into the state store"
+        );
+        for ha in [false, true] {
+            let rendered = render(&path, ha).unwrap_or_else(|e| panic!("{t}: {e}"));
+            assert!(!rendered.contains("{{"), "{t}: left unrendered");
+            let replicas = if ha { "replicas: 2" } else { "replicas: 1" };
+            assert!(rendered.contains(replicas), "{t}: {replicas}");
+            let file = out
+                .path()
+                .join(format!("{}-{ha}.yaml", t.replace('/', "_")));
+            std::fs::write(&file, &rendered).unwrap();
+            dry_run_server(&file);
+            if t.starts_with("elemento-cloud-controller") {
+                for want in [
+                    "clusterName: \"prod.example.com\"",
+                    "region: \"ovh-gra\"",
+                    "image: \"registry.example.com/elemento-cloud-controller-manager:9.9.9\"",
+                    "--leader-elect=true",
+                ] {
+                    assert!(rendered.contains(want), "{t}: no {want}");
+                }
             }
         }
     }
+    // The stand-in is strict: a function kOps does not define (like the credential functions
+    // the old channel used) fails the render.
+    let bad = out.path().join("bad.yaml.template");
+    std::fs::write(&bad, "password: {{ ELEMENTO_PASSWORD }}\n").unwrap();
+    let e = render(&bad, false).expect_err("an undefined function must fail");
+    assert!(
+        e.contains("ELEMENTO_PASSWORD") && e.contains("not defined"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -380,36 +476,6 @@ async fn helm_install_runs_the_binaries_with_the_charts_service_accounts_and_uni
         left.trim().is_empty(),
         "left behind after helm uninstall:\n{left}"
     );
-}
-
-#[tokio::test]
-async fn kops_addon_manifests_apply_and_their_service_account_runs_the_ccm() {
-    let _s = SERIAL.lock().await;
-    let env = testenv();
-    let kube = env.admin_client().await;
-    let dir = repo_root().join("manifests/kops");
-    let ccm_manifest = dir.join("elemento-cloud-controller.addons.elemento.cloud/k8s-1.29.yaml");
-    let csi_manifest = dir.join("elemento-csi-driver.addons.elemento.cloud/k8s-1.29.yaml");
-    for m in [&ccm_manifest, &csi_manifest] {
-        env.kubectl(&["apply", "-f", m.to_str().unwrap()]);
-    }
-    // The addon's ServiceAccount, with exactly the addon's RBAC, runs the CCM.
-    let token = service_account_token(
-        &kube,
-        "kube-system",
-        "elemento-ccm-elemento-cloud-controller-manager",
-    )
-    .await;
-    ccm_with_token_initializes_a_node(&kube, &token, "kops-node", &["--leader-elect=false"]).await;
-    // kops prunes by the selector label: deleting by it removes every object of each addon.
-    for addon in [
-        "elemento-cloud-controller.addons.elemento.cloud",
-        "elemento-csi-driver.addons.elemento.cloud",
-    ] {
-        env.kubectl(&["delete", "all,clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts,configmaps,secrets,csidrivers,storageclasses", "-A", "-l", &format!("k8s-addon={addon}"), "--wait=true"]);
-        let left = env.kubectl(&["get", "all,clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts,configmaps,csidrivers,storageclasses", "-A", "-l", &format!("k8s-addon={addon}"), "-o", "name"]);
-        assert!(left.trim().is_empty(), "{addon} left:\n{left}");
-    }
 }
 
 /// Runs the CCM on the host with `token` (a ServiceAccount's) against a fresh simulator, and
@@ -821,4 +887,40 @@ fn promtool(args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// One version pin for every component: each chart's appVersion (the image tag it pulls by
+/// default) is the workspace version, the tag `images/build.sh` and `images/push.sh` give.
+#[test]
+fn every_chart_pulls_the_workspace_version() {
+    let cargo = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let workspace: Value = toml_version(&cargo);
+    for c in [
+        "elemento-cloud-controller-manager",
+        "elemento-csi-driver",
+        "elemento-cluster-autoscaler",
+    ] {
+        let chart: Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(repo_root().join("charts").join(c).join("Chart.yaml"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(chart["appVersion"], workspace, "{c}: appVersion");
+    }
+    for script in ["images/build.sh", "images/push.sh"] {
+        let text = std::fs::read_to_string(repo_root().join(script)).unwrap();
+        assert!(
+            text.contains(r#"version=$(awk -F'"' '/^version/ {print $2; exit}'"#),
+            "{script} must tag with the workspace version"
+        );
+    }
+}
+
+/// `version = "x"` of Cargo.toml's first `version` line (the workspace package's).
+fn toml_version(cargo: &str) -> Value {
+    let line = cargo
+        .lines()
+        .find(|l| l.starts_with("version"))
+        .expect("a version line");
+    Value::String(line.split('"').nth(1).expect("quoted version").to_string())
 }

@@ -28,7 +28,9 @@ log "control plane up, test images in $images ($((SECONDS - t0)) s)"
 node=$(hostname | tr '[:upper:]' '[:lower:]')
 sed "s/@NODE_NAME@/$node/" "$root/examples/cluster-scenario.yaml" > "$DIR/scenario.yaml"
 mkdir -p "$DIR/hostdev"
-setsid "$SIM_BIN" --scenario "$DIR/scenario.yaml" --listen 127.0.0.1:0 --state "$DIR/sim-state.json" \
+# TESTENV_SIM_DAEMON_PORTS=1: the simulator also serves the Elemento daemons' default ports, for
+# manifests that keep api.host: 127.0.0.1 (the kOps channel).
+setsid "$SIM_BIN" --scenario "$DIR/scenario.yaml" --listen 127.0.0.1:0 ${TESTENV_SIM_DAEMON_PORTS:+--daemon-ports} --state "$DIR/sim-state.json" \
   --host-devices "$DIR/hostdev" --host-device-links /dev/disk/by-id > "$DIR/logs/elemento-sim.out" 2> "$DIR/logs/elemento-sim.log" < /dev/null &
 echo $! > "$DIR/elemento-sim.pid"
 for _ in $(seq 1 100); do grep -q listening "$DIR/logs/elemento-sim.out" 2>/dev/null && break; sleep 0.1; done

@@ -211,6 +211,15 @@ install_pause() {
   stamp pause "$version"
 }
 
+# The stand-in of kOps's addon-template rendering (tests/env/kops-template): renders the kOps
+# fork's templates (manifests/kops-fork) with functions of kOps's names and signatures.
+install_kops_template() {
+  local version; version=$(cat "$here/kops-template/main.go" "$here/kops-template/go.mod" | sha256sum | cut -c1-16)
+  fresh kops-template "$version" && return 0
+  (cd "$here/kops-template" && GOFLAGS= go build -trimpath -ldflags "-s -w" -o "$BIN/kops-template" .)
+  stamp kops-template "$version"
+}
+
 # Every step, in order: name and command. `install.sh NAME...` runs only the named steps.
 STEPS=(
   "apt-packages install_apt_packages"
@@ -231,6 +240,7 @@ STEPS=(
   "kwok install_kwok"
   "promtool install_promtool"
   "registry install_go_tool $DISTRIBUTION_MODULE $DISTRIBUTION_VERSION cmd/registry"
+  "kops-template install_kops_template"
 )
 
 main() {

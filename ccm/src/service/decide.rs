@@ -304,11 +304,7 @@ pub fn replacement_name(base: &str, desired: &LoadBalancerSpec) -> String {
         name: base.to_string(),
         ..desired.clone()
     };
-    // FNV-1a: stable across processes and versions, unlike std's hasher.
-    let bytes = serde_json::to_vec(&spec).unwrap_or_default();
-    let hash = bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    });
+    let hash = crate::digest::fnv1a32(&serde_json::to_vec(&spec).unwrap_or_default());
     format!("{base}-r{hash:08x}")
 }
 

@@ -305,9 +305,9 @@ async fn ensure(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
                 return Ok(Action::await_change());
             }
         };
-    let name = decide::lb_name(&ctx.settings.cluster_name, svc, Some(&opts))
+    let name = decide::lb_name(&ctx.settings.cluster_id, svc, Some(&opts))
         .ok_or_else(|| Error::Retry("the Service has no uid yet".into()))?;
-    let owner = service_owner(&ctx.settings.cluster_name, svc)?;
+    let owner = service_owner(&ctx.settings.cluster_id, svc)?;
     // Targets from a Node cache not filled yet would empty the LB; the first full listing
     // re-reconciles every Service.
     if state.nodes.wait_until_ready().now_or_never().is_none() {
@@ -640,7 +640,7 @@ async fn gone(ctx: &Ctx, id: &str) -> Result<bool, Error> {
 
 async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
     let ctx = &state.ctx;
-    let owner = service_owner(&ctx.settings.cluster_name, svc)?;
+    let owner = service_owner(&ctx.settings.cluster_id, svc)?;
     let recorded_id = svc.annotations().get(ANN_LB_ID).map(String::as_str);
     // The recorded LB, and every LB under the Service's name or a replacement of it (left by an
     // interrupted replace).
@@ -649,7 +649,7 @@ async fn cleanup(svc: &Service, state: &ServiceState) -> Result<Action, Error> {
         let opts =
             annotations::parse_annotations(&svc.annotations().clone(), &ctx.settings.lb_defaults)
                 .ok();
-        let family = decide::lb_name(&ctx.settings.cluster_name, svc, opts.as_ref())
+        let family = decide::lb_name(&ctx.settings.cluster_id, svc, opts.as_ref())
             .map(|name| {
                 let all: Vec<FoundLb> = cache.all().map(CachedLb::found).collect();
                 decide::stale_lbs(&name, &owner, recorded_id, "", &all)

@@ -33,6 +33,10 @@ struct Args {
     /// five Elemento daemon ports on 127.0.0.1.
     #[arg(long)]
     listen: Vec<SocketAddr>,
+    /// Also listen on the five daemon ports on 127.0.0.1 when `--listen` is given (what a
+    /// workload configured with `api.host: 127.0.0.1`, e.g. a kOps addon, reaches).
+    #[arg(long)]
+    daemon_ports: bool,
     /// Seed for fault injection.
     #[arg(long)]
     fault_seed: Option<u64>,
@@ -81,11 +85,13 @@ async fn main() -> anyhow::Result<()> {
     if args.host_devices.is_some() && !is_root() {
         anyhow::bail!("--host-devices needs root (it runs losetup)");
     }
-    let listen = if args.listen.is_empty() {
-        Service::ALL
-            .iter()
-            .map(|s| SocketAddr::from(([127, 0, 0, 1], s.default_port())))
-            .collect()
+    let daemon_ports = Service::ALL
+        .iter()
+        .map(|s| SocketAddr::from(([127, 0, 0, 1], s.default_port())));
+    let listen: Vec<SocketAddr> = if args.listen.is_empty() {
+        daemon_ports.collect()
+    } else if args.daemon_ports {
+        args.listen.into_iter().chain(daemon_ports).collect()
     } else {
         args.listen
     };

@@ -1,0 +1,3 @@
+module elemento.local/kops-template
+
+go 1.24
