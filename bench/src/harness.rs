@@ -121,6 +121,28 @@ pub(crate) fn start_ccm(files: &Files) -> (Process, u16) {
     (p, port)
 }
 
+/// The peer CCM (tests/env/peer-ccm, built by tests/env/install.sh) with only its node
+/// controllers (it has no load balancers), `args` added, its cloud answering after `latency_ms`.
+pub(crate) fn start_peer(args: &[String], latency_ms: u64) -> Process {
+    let env = testenv();
+    Process::spawn(
+        "bench-peer-ccm",
+        Command::new(env.tool("peer-ccm"))
+            .arg("--kubeconfig")
+            .arg(&env.kubeconfig)
+            .args([
+                "--cloud-provider=elemento-peer",
+                "--controllers=cloud-node,cloud-node-lifecycle",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--use-service-account-credentials=false",
+                "--v=0",
+            ])
+            .args(args)
+            .env("PEER_CLOUD_LATENCY_MS", latency_ms.to_string()),
+    )
+}
+
 pub fn bench_node(name: &str, run: &str, provider_id: Option<&str>, uninitialized: bool) -> Node {
     let labels = [(BENCH_LABEL.to_string(), run.to_string())].into();
     elemento_e2e::ccm::node_object(name, labels, provider_id, uninitialized)

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use bench::results::{CsiProvisionRow, FloorRow, LbConvergeRow, NodeInitRow, Results};
+use bench::results::{
+    CsiProvisionRow, FloorRow, LbConvergeRow, NodeInitRow, PeerNodeInitRow, Results,
+};
 use bench::*;
 use clap::Parser;
 
@@ -24,6 +26,18 @@ struct Args {
     /// Node counts of node-init (and its API-server floor); fewer for quick experiments.
     #[arg(long, value_delimiter = ',', default_values_t = [100, 500, 1000])]
     node_sizes: Vec<usize>,
+    /// Configurations of the Go framework's CCM (tests/env/peer-ccm) that node-init runs,
+    /// alternating with ours: defaults, syncs64, tuned; `none` for none.
+    #[arg(long, value_delimiter = ',', default_values_t = ["defaults".to_string(), "syncs64".to_string(), "tuned".to_string()])]
+    peer: Vec<String>,
+    /// The peer runs up to this many Nodes (its defaults take minutes per thousand).
+    #[arg(long, default_value_t = 1000)]
+    peer_max_nodes: usize,
+    /// Client QPS and burst of the `tuned` peer.
+    #[arg(long, default_value_t = 500)]
+    peer_qps: u32,
+    #[arg(long, default_value_t = 1000)]
+    peer_burst: u32,
     /// Where the JSON, Markdown and SVG go.
     #[arg(long, default_value = "docs")]
     out: std::path::PathBuf,
@@ -57,9 +71,22 @@ async fn main() -> anyhow::Result<()> {
     }
     r.lb_added_nodes = LB_ADDED_NODES;
     if want("node-init") {
+        let peers = a
+            .peer
+            .iter()
+            .filter(|p| p.as_str() != "none")
+            .map(|p| {
+                PeerConfig::named(p, a.peer_qps, a.peer_burst).ok_or_else(|| {
+                    anyhow::anyhow!("--peer {p:?}: one of defaults, syncs64, tuned, none")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut rows = vec![];
+        let mut peer_rows = vec![];
         for &n in &a.node_sizes {
             let mut runs = vec![];
+            let mut peer_runs: Vec<Vec<NodeInit>> = vec![vec![]; peers.len()];
+            // Alternating ours and each peer configuration, so drift of the machine hits all.
             for _ in 0..a.runs {
                 let x = node_init(n, setup).await?;
                 eprintln!(
@@ -67,10 +94,36 @@ async fn main() -> anyhow::Result<()> {
                     x.latency_s.p50, x.latency_s.p99, x.latency_s.max, x.api_calls_total
                 );
                 runs.push(x);
+                for (cfg, out) in peers.iter().zip(peer_runs.iter_mut()) {
+                    if n > a.peer_max_nodes {
+                        break;
+                    }
+                    let x = node_init_of(n, setup, &Subject::Peer(cfg.clone())).await?;
+                    eprintln!(
+                        "node-init {n} peer {}: p50 {:.3} p99 {:.3} max {:.3} s, RSS {:.1} MB, CPU {:.2} s",
+                        cfg.name,
+                        x.latency_s.p50,
+                        x.latency_s.p99,
+                        x.latency_s.max,
+                        x.ccm.peak_rss_mb,
+                        x.ccm.cpu_seconds
+                    );
+                    out.push(x);
+                }
             }
             rows.push(NodeInitRow::from_runs(n, runs));
+            for (cfg, out) in peers.iter().zip(peer_runs) {
+                if out.is_empty() {
+                    continue;
+                }
+                peer_rows.push(PeerNodeInitRow {
+                    config: cfg.clone(),
+                    row: NodeInitRow::from_runs(n, out),
+                });
+            }
         }
         r.node_init = rows;
+        r.node_init_peer = peer_rows;
         let mut floors = vec![];
         for &n in &a.node_sizes {
             let f = node_init_api_server_floor(n).await?;

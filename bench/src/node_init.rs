@@ -30,15 +30,66 @@ pub struct NodeInit {
     pub ccm_reconcile_metrics: BTreeMap<String, f64>,
 }
 
+/// The cloud controller manager node-init measures.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    /// Ours, against the simulator.
+    Ours,
+    /// The Go framework's (tests/env/peer-ccm), its cloud in-process with the same latency.
+    Peer(PeerConfig),
+}
+
+/// One configuration of the peer: a name for the report and its flags.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerConfig {
+    pub name: String,
+    pub args: Vec<String>,
+}
+
+impl PeerConfig {
+    /// The named configurations: `defaults` (the framework's: one Node sync at a time, client
+    /// QPS 20, burst 30), `syncs64` (`--concurrent-node-syncs 64`, ours' default), `tuned`
+    /// (64 syncs and the client limits raised to `qps`/`burst`).
+    pub fn named(name: &str, qps: u32, burst: u32) -> Option<Self> {
+        let args: Vec<String> = match name {
+            "defaults" => vec![],
+            "syncs64" => vec!["--concurrent-node-syncs=64".into()],
+            "tuned" => vec![
+                "--concurrent-node-syncs=64".into(),
+                format!("--kube-api-qps={qps}"),
+                format!("--kube-api-burst={burst}"),
+            ],
+            _ => return None,
+        };
+        Some(Self {
+            name: name.into(),
+            args,
+        })
+    }
+}
+
 /// N Nodes created at once with the uninitialized taint and matching VMs (by name): time from
 /// each create to the taint's removal, seen through a watch.
 pub async fn node_init(n: usize, setup: Setup) -> anyhow::Result<NodeInit> {
+    node_init_of(n, setup, &Subject::Ours).await
+}
+
+/// `node_init` with either CCM, in the same harness.
+pub async fn node_init_of(n: usize, setup: Setup, subject: &Subject) -> anyhow::Result<NodeInit> {
     let run = unique("ni");
     let vms = bench_vms(&run, n);
-    let sim = sim(&vms, setup, &[]).await;
-    let files = Files::new(&sim);
+    // Ours talks to the simulator (kept alive with its files for the run); the peer's cloud is
+    // in its own process.
+    let (ccm, ccm_port, sim) = match subject {
+        Subject::Ours => {
+            let sim = sim(&vms, setup, &[]).await;
+            let files = Files::new(&sim);
+            let (ccm, port) = start_ccm(&files);
+            (ccm, Some(port), Some((sim, files)))
+        }
+        Subject::Peer(cfg) => (start_peer(&cfg.args, setup.latency_ms), None, None),
+    };
     let client = testenv().admin_client().await;
-    let (ccm, ccm_port) = start_ccm(&files);
     // Watch first, so no initialization is missed.
     let done: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let api: Api<Node> = Api::all(client.clone());
@@ -86,7 +137,10 @@ pub async fn node_init(n: usize, setup: Setup) -> anyhow::Result<NodeInit> {
     let wall = start.elapsed();
     watch.abort();
     let stats = proc_stats(ccm.pid());
-    let reconcile_metrics = ccm_reconcile_metrics(ccm_port).await;
+    let reconcile_metrics = match ccm_port {
+        Some(port) => ccm_reconcile_metrics(port).await,
+        None => BTreeMap::new(),
+    };
     let done = done.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut lat: Vec<Duration> = sent
         .iter()
@@ -108,7 +162,10 @@ pub async fn node_init(n: usize, setup: Setup) -> anyhow::Result<NodeInit> {
         }
         let _ = std::fs::write(path, csv);
     }
-    let (by_route, total) = api_calls(&sim.counters().await)?;
+    let (by_route, total) = match &sim {
+        Some((sim, _)) => api_calls(&sim.counters().await)?,
+        None => (BTreeMap::new(), 0),
+    };
     let lists = by_route.get("vm.status").copied().unwrap_or(0);
     cleanup_nodes(&run);
     Ok(NodeInit {

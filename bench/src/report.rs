@@ -56,6 +56,8 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     let _ = writeln!(s, "\n![node-init latency against scale](benchmarks.svg)\n");
+    peer_comparison(&mut s, r);
+    cost_curve(&mut s, r);
     let _ = writeln!(
         s,
         "## lb-converge\n\n| Services | Nodes | all ingresses s | {} new Nodes in every LB s | API calls total |\n|---|---|---|---|---|",
@@ -115,6 +117,108 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "\n## Against the targets\n\n{t}");
     }
     s
+}
+
+/// node-init side by side: ours, each configuration of the Go framework's CCM, and the API
+/// server's floor, with the ratios of medians the targets are about.
+fn peer_comparison(s: &mut String, r: &Results) {
+    if r.node_init_peer.is_empty() && r.node_init_api_server_floor.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "### node-init against the Go framework and the API server's floor
+
+*peer*: a minimal CCM on `k8s.io/cloud-provider` {} (`tests/env/peer-ccm`), its cloud in-process answering InstancesV2 after the same {} ms, node controllers only; runs alternate ours and each peer configuration. *floor*: the bench itself doing each Node's create, status patch and taint patch, 64 in flight, no CCM. The last column is the row's p99 over ours (above 1: ours is faster).
+
+| Nodes | CCM | flags | p50 s | p99 s | peak RSS MB | CPU s | p99 ÷ ours |\n|---|---|---|---|---|---|---|---|",
+        r.kube_version.replacen("v1.", "v0.", 1),
+        r.latency_ms
+    );
+    for ours in &r.node_init {
+        let ratio = |p99: f64| {
+            if ours.p99.median > 0.0 {
+                two(p99 / ours.p99.median)
+            } else {
+                "?".into()
+            }
+        };
+        let _ = writeln!(
+            s,
+            "| {} | ours | (chart defaults) | {} | {} | {} | {} | 1.00 |",
+            ours.nodes,
+            spread(&ours.p50),
+            spread(&ours.p99),
+            spread(&ours.rss),
+            spread(&ours.cpu)
+        );
+        for p in r
+            .node_init_peer
+            .iter()
+            .filter(|p| p.row.nodes == ours.nodes)
+        {
+            let flags = if p.config.args.is_empty() {
+                "(framework defaults)".to_string()
+            } else {
+                format!("`{}`", p.config.args.join(" "))
+            };
+            let _ = writeln!(
+                s,
+                "| {} | peer {} | {} | {} | {} | {} | {} | {} |",
+                ours.nodes,
+                p.config.name,
+                flags,
+                spread(&p.row.p50),
+                spread(&p.row.p99),
+                spread(&p.row.rss),
+                spread(&p.row.cpu),
+                ratio(p.row.p99.median)
+            );
+        }
+        if let Some(f) = r
+            .node_init_api_server_floor
+            .iter()
+            .find(|f| f.nodes == ours.nodes)
+        {
+            let _ = writeln!(
+                s,
+                "| {} | floor | 64 in flight | {} | {} | | | {} |",
+                ours.nodes,
+                two(f.latency_s.p50),
+                two(f.latency_s.p99),
+                ratio(f.latency_s.p99)
+            );
+        }
+    }
+    let _ = writeln!(s);
+}
+
+/// node-init's costs per Node as the Node count grows (medians): flat columns mean linear cost.
+fn cost_curve(s: &mut String, r: &Results) {
+    if r.node_init.len() < 2 {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "### node-init: cost per Node against scale
+
+Medians of the rows above, divided by the Node count. RSS includes the CCM's fixed footprint, so its per-Node figure falls as Nodes grow; CPU and Elemento calls per Node are the marginal costs.
+
+| Nodes | p99 s | CCM CPU s per 1000 Nodes | CCM peak RSS KiB per Node | Elemento calls per Node |\n|---|---|---|---|---|"
+    );
+    for row in &r.node_init {
+        let n = row.nodes.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.1} | {:.4} |",
+            row.nodes,
+            two(row.p99.median),
+            two(row.cpu.median / n * 1000.0),
+            row.rss.median * 1024.0 / n,
+            row.api_calls.median / n
+        );
+    }
+    let _ = writeln!(s);
 }
 
 /// A line chart of p50 and p99 node-init latency (seconds) against the number of Nodes.

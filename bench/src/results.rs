@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::measure::{Percentiles, Spread, spread};
-use crate::{CsiNode, CsiProvision, LbConverge, NodeInit, SteadyState};
+use crate::{CsiNode, CsiProvision, LbConverge, NodeInit, PeerConfig, SteadyState};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -19,6 +19,8 @@ pub struct Results {
     pub lb_added_nodes: usize,
     pub node_init: Vec<NodeInitRow>,
     pub node_init_api_server_floor: Vec<FloorRow>,
+    /// The Go framework's CCM in the same harness, one row per configuration and size.
+    pub node_init_peer: Vec<PeerNodeInitRow>,
     pub lb_converge: Vec<LbConvergeRow>,
     pub csi_provision: Vec<CsiProvisionRow>,
     pub csi_node: Option<CsiNode>,
@@ -62,6 +64,13 @@ impl NodeInitRow {
             samples: runs,
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerNodeInitRow {
+    pub config: PeerConfig,
+    #[serde(flatten)]
+    pub row: NodeInitRow,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -24,6 +24,23 @@ async fn node_init_smoke() {
     assert!(r.ccm.peak_rss_mb > 0.0);
 }
 
+/// The Go framework's CCM (tests/env/peer-ccm) in the same harness: it initializes the Nodes
+/// (its taint removal is what node-init waits for) and touches no simulator.
+#[tokio::test]
+async fn node_init_peer_smoke() {
+    let _s = SERIAL.lock().await;
+    let tuned = PeerConfig::named("tuned", 500, 1000).expect("a named configuration");
+    assert!(tuned.args.contains(&"--kube-api-qps=500".to_string()));
+    assert!(PeerConfig::named("fastest", 1, 1).is_none());
+    let r = node_init_of(5, setup(), &Subject::Peer(tuned))
+        .await
+        .unwrap();
+    assert_eq!(r.nodes, 5);
+    assert!(r.latency_s.max > 0.0 && r.latency_s.p50 <= r.latency_s.p99);
+    assert_eq!(r.api_calls_total, 0, "the peer's cloud is in-process");
+    assert!(r.ccm.peak_rss_mb > 0.0 && r.ccm.cpu_seconds > 0.0);
+}
+
 #[tokio::test]
 async fn lb_converge_smoke() {
     let _s = SERIAL.lock().await;

@@ -9,6 +9,7 @@ pub mod events;
 #[cfg(test)]
 pub mod fixtures;
 pub mod inventory;
+pub mod kube_client;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;

@@ -91,7 +91,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("no --kubeconfig and no in-cluster configuration")?,
     };
-    let kube = kube::Client::try_from(kube_cfg)?;
+    let kube = elemento_ccm::kube_client::build(kube_cfg)?;
 
     let health = Health::default();
     let bound =

@@ -220,6 +220,17 @@ install_kops_template() {
   stamp kops-template "$version"
 }
 
+# The benchmark's peer (tests/env/peer-ccm): a minimal CCM on k8s.io/cloud-provider at the
+# staging version of K8S_VERSION, so bench node-init compares ours with the Go framework.
+install_peer_ccm() {
+  local version; version=$(cat "$here/peer-ccm/main.go" "$here/peer-ccm/go.mod" "$here/peer-ccm/go.sum" | sha256sum | cut -c1-16)
+  fresh peer-ccm "$version" && return 0
+  grep -q "k8s.io/cloud-provider v0.${K8S_VERSION#v1.}\$" "$here/peer-ccm/go.mod" \
+    || { log "tests/env/peer-ccm/go.mod must require k8s.io/cloud-provider v0.${K8S_VERSION#v1.}"; return 1; }
+  (cd "$here/peer-ccm" && GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$BIN/peer-ccm" .)
+  stamp peer-ccm "$version"
+}
+
 # Every step, in order: name and command. `install.sh NAME...` runs only the named steps.
 STEPS=(
   "apt-packages install_apt_packages"
@@ -241,6 +252,7 @@ STEPS=(
   "promtool install_promtool"
   "registry install_go_tool $DISTRIBUTION_MODULE $DISTRIBUTION_VERSION cmd/registry"
   "kops-template install_kops_template"
+  "peer-ccm install_peer_ccm"
 )
 
 main() {
