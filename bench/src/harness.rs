@@ -116,7 +116,12 @@ pub(crate) fn start_ccm(files: &Files) -> (Process, u16) {
                     .unwrap_or_default()
                     .split_whitespace(),
             )
-            .env("RUST_LOG", "warn"),
+            // BENCH_CCM_LOG=elemento_ccm::node=debug,elemento_ccm::nodes=debug traces each
+            // Node's path (docs/benchmarks.md); the CCM's log is in the test env's proc-logs.
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_CCM_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
     );
     (p, port)
 }

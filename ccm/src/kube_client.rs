@@ -29,6 +29,9 @@ pub fn build(config: kube::Config) -> anyhow::Result<kube::Client> {
     let tls = config.rustls_client_config()?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
+    // HTTP/2 writes a request as several small frames: with Nagle's algorithm each waits for the
+    // peer's delayed ACK (up to 40 ms). Go's net package sets TCP_NODELAY too.
+    http.set_nodelay(true);
     http.set_connect_timeout(config.connect_timeout);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)

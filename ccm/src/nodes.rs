@@ -86,6 +86,7 @@ impl NodeWatch {
             self.writer.apply_watcher_event(&ev);
             let out = match ev {
                 watcher::Event::Apply(n) => {
+                    tracing::debug!(node = %n.name_any(), stage = "event", "node path");
                     store.get(&ObjectRef::from_obj(&n)).map(NodeEvent::Applied)
                 }
                 watcher::Event::Delete(n) => Some(NodeEvent::Deleted(Arc::new(n))),

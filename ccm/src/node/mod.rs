@@ -121,8 +121,12 @@ async fn reconcile(node: Arc<Node>, state: Arc<NodeController>) -> Result<Action
     }
     let mut node = node;
     let _permit = if NodeView::from_node(&node).is_uninitialized() {
+        // Trace points of one Node's path (RUST_LOG=elemento_ccm::node=debug; docs/benchmarks.md
+        // reads them): queued, permitted, listed, status written, initialized.
+        debug!(stage = "reconcile", "node path");
         // Never closed, so acquiring cannot fail.
         let permit = state.init_permits.acquire().await.ok();
+        debug!(stage = "permit", "node path");
         // While it waited, the Node may have changed, been initialized or deleted.
         match state.latest(&node) {
             Some(n) if skip(&n) => {
@@ -156,8 +160,15 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
         ProviderId::Unset if !initializing => return Ok(Action::await_change()),
         _ => {}
     }
-    let (snap, templates) = if initializing {
-        let mut snap = ctx.inventory.vms(INIT_MAX_AGE).await?;
+    let (snap, templates, policy) = if initializing {
+        // The three reads are independent: in a burst after a start, done one after the other
+        // they held the first Nodes ~180 ms (trace: permit -> listed, docs/benchmarks.md).
+        let (snap, templates, policy) = tokio::join!(
+            ctx.inventory.vms(INIT_MAX_AGE),
+            ctx.inventory.templates(),
+            ctx.topology_policy()
+        );
+        let mut snap = snap?;
         // A VM created a moment ago may be missing from a listing a few seconds old.
         if !matches!(
             decide::find_vm(&facts, &snap.vms),
@@ -166,12 +177,15 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
         {
             snap = ctx.inventory.vms(INIT_FRESH).await?;
         }
-        (snap, ctx.inventory.templates().await)
+        (snap, templates, policy)
     } else {
         // Half the period: all Nodes refreshing in one period share about two listings.
-        (ctx.inventory.vms(every / 2).await?, Default::default())
+        let (snap, policy) = tokio::join!(ctx.inventory.vms(every / 2), ctx.topology_policy());
+        (snap?, Default::default(), policy)
     };
-    let policy = ctx.topology_policy().await;
+    if initializing {
+        debug!(stage = "listed", generation = snap.generation, "node path");
+    }
     let plan = decide::plan(&facts, &snap.vms, &templates, &policy);
     let api: Api<Node> = Api::all(ctx.kube.clone());
     let pp = PatchParams::default();
@@ -222,6 +236,7 @@ async fn initialize(
     let after_status = api
         .patch_status(&facts.name, &pp, &Patch::Merge(&patch.status_patch()))
         .await?;
+    debug!(stage = "status", "node path");
     // A reconcile queued by our own status patch can find the taint already removed by the
     // previous one: then the Node is done (no second patch, no second latency sample).
     let still_tainted = after_status
