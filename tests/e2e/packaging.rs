@@ -351,8 +351,10 @@ fn kops_static_channel_is_plain_and_holds_no_secret() {
 /// with kOps's template functions. Rendered here by the stand-in (tests/env/kops-template: Go's
 /// text/template, kOps's function names and signatures, the cluster spec as data), which
 /// defines only the kOps functions the templates may use, then applied with a server-side dry run.
-#[test]
-fn kops_fork_templates_render_with_kops_functions_and_pass_a_server_side_dry_run() {
+#[tokio::test]
+async fn kops_fork_templates_render_with_kops_functions_and_pass_a_server_side_dry_run() {
+    // The dry run creates the cluster-scoped CSIDriver that the install test makes for real.
+    let _s = SERIAL.lock().await;
     let env = testenv();
     let dir = repo_root().join("manifests/kops-fork");
     let out = tempfile::tempdir().unwrap();
