@@ -146,18 +146,10 @@ fn kops_static_channel_runs_on_a_real_kubelet_once_the_operator_creates_the_secr
         Duration::from_secs(240),
     );
     let node = c.wait_node_initialized(Duration::from_secs(60));
-    assert_eq!(
-        node["spec"]["providerID"],
-        format!("elemento://{}", c.node_vm_id),
-        "{node}"
-    );
+    c.assert_node_is_the_vm(&node);
     let labels = &node["metadata"]["labels"];
     // kOps instance groups name their zones after the provider (docs/install-kops.md).
     assert_eq!(labels["topology.kubernetes.io/zone"], "ovh", "{labels}");
-    assert_eq!(
-        labels["node.kubernetes.io/instance-type"], "argon",
-        "{labels}"
-    );
     step(
         "Secret created: CCM and CSI pods Ready, Node initialized (providerID, zone = provider)",
         t,

@@ -268,6 +268,21 @@ impl Cluster {
         })
     }
 
+    /// Asserts that an initialized `node` is this cluster's VM as the cluster scenario describes
+    /// it: providerID `elemento://<vm id>` and the VM's instance type.
+    pub fn assert_node_is_the_vm(&self, node: &Value) {
+        assert_eq!(
+            node["spec"]["providerID"],
+            format!("elemento://{}", self.node_vm_id),
+            "{node}"
+        );
+        let labels = &node["metadata"]["labels"];
+        assert_eq!(
+            labels["node.kubernetes.io/instance-type"], "argon",
+            "{labels}"
+        );
+    }
+
     /// A GET on the simulator (its Elemento routes or its `/_sim/` admin API), blocking.
     pub fn sim(&self, path: &str) -> Value {
         let out = Command::new("curl")
