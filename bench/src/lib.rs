@@ -19,6 +19,7 @@ pub use harness::Setup;
 pub use lb_converge::{LbConverge, lb_converge};
 pub use measure::machine;
 pub use node_init::{
-    NodeInit, PeerConfig, Subject, node_init, node_init_api_server_floor, node_init_of,
+    Floor, NodeInit, PeerConfig, Subject, node_init, node_init_api_server_burst_floor,
+    node_init_api_server_floor, node_init_of,
 };
 pub use steady_state::{SteadyState, steady_state};

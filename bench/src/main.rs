@@ -124,19 +124,29 @@ async fn main() -> anyhow::Result<()> {
         }
         r.node_init = rows;
         r.node_init_peer = peer_rows;
-        let mut floors = vec![];
+        // Both floors, alternating, as many runs as the CCMs.
+        let (mut floors, mut burst_floors) = (vec![], vec![]);
         for &n in &a.node_sizes {
-            let f = node_init_api_server_floor(n).await?;
-            eprintln!(
-                "node-init floor {n}: p50 {:.3} p99 {:.3} max {:.3} s",
-                f.p50, f.p99, f.max
-            );
-            floors.push(FloorRow {
-                nodes: n,
-                latency_s: f,
-            });
+            let (mut paced, mut burst) = (vec![], vec![]);
+            for _ in 0..a.runs {
+                let f = node_init_api_server_floor(n).await?;
+                eprintln!(
+                    "node-init floor (self-paced) {n}: p50 {:.3} p99 {:.3} wall {:.3} s",
+                    f.latency_s.p50, f.latency_s.p99, f.wall_s
+                );
+                paced.push(f);
+                let f = node_init_api_server_burst_floor(n).await?;
+                eprintln!(
+                    "node-init floor (burst) {n}: p50 {:.3} p99 {:.3} wall {:.3} s",
+                    f.latency_s.p50, f.latency_s.p99, f.wall_s
+                );
+                burst.push(f);
+            }
+            floors.push(FloorRow::from_runs(n, &paced));
+            burst_floors.push(FloorRow::from_runs(n, &burst));
         }
         r.node_init_api_server_floor = floors;
+        r.node_init_burst_floor = burst_floors;
     }
     if want("lb-converge") {
         let mut rows = vec![];

@@ -91,30 +91,12 @@ pub async fn node_init_of(n: usize, setup: Setup, subject: &Subject) -> anyhow::
     };
     let client = testenv().admin_client().await;
     // Watch first, so no initialization is missed.
-    let done: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let api: Api<Node> = Api::all(client.clone());
-    let watch = {
-        let done = done.clone();
-        let stream = watcher(
-            api,
-            watcher::Config::default().labels(&format!("{BENCH_LABEL}={run}")),
-        );
-        tokio::spawn(async move {
-            let mut s = std::pin::pin!(stream);
-            while let Some(Ok(ev)) = s.next().await {
-                if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = ev
-                    && !NodeView::from_node(&n).is_uninitialized()
-                {
-                    done.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(n.metadata.name.clone().unwrap_or_default())
-                        .or_insert_with(Instant::now);
-                }
-            }
-        })
-    };
+    let Observer { watch, seen, done } = observe(&client, &run);
     tokio::time::sleep(Duration::from_millis(300)).await; // the watch's initial list
     let start = Instant::now();
+    let start_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let sent = create_nodes(
         &client,
         vms.iter()
@@ -150,14 +132,22 @@ pub async fn node_init_of(n: usize, setup: Setup, subject: &Subject) -> anyhow::
         })
         .collect();
     if let Ok(path) = std::env::var("BENCH_NODE_TRACE") {
-        let mut csv = String::from("node,sent_s,done_s\n");
+        // Times from the first create; the header's epoch lines them up with the CCM's log.
+        let mut csv = format!(
+            "# start_epoch_s={:.6}\nnode,sent_s,seen_s,done_s\n",
+            start_epoch.as_secs_f64()
+        );
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let since_start = |m: &HashMap<String, Instant>, name: &String| {
+            m.get(name)
+                .map_or(-1.0, |t| t.duration_since(start).as_secs_f64())
+        };
         for (name, t0) in &sent {
-            let d = done
-                .get(name)
-                .map_or(-1.0, |t| t.duration_since(start).as_secs_f64());
             csv.push_str(&format!(
-                "{name},{:.3},{d:.3}\n",
-                t0.duration_since(start).as_secs_f64()
+                "{name},{:.3},{:.3},{:.3}\n",
+                t0.duration_since(start).as_secs_f64(),
+                since_start(&seen, name),
+                since_start(&done, name)
             ));
         }
         let _ = std::fs::write(path, csv);
@@ -180,32 +170,160 @@ pub async fn node_init_of(n: usize, setup: Setup, subject: &Subject) -> anyhow::
     })
 }
 
-/// The floor the API server allows: the bench itself does what an ideal CCM would (the status
-/// patch and the taint-removing patch) right after each create, with no cloud call at all.
-pub async fn node_init_api_server_floor(n: usize) -> anyhow::Result<Percentiles> {
+/// When the bench first saw something of each Node, by name.
+type FirstSeen = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// The bench's watch of one run's Nodes: when each was first seen, and when seen initialized.
+struct Observer {
+    watch: tokio::task::JoinHandle<()>,
+    seen: FirstSeen,
+    done: FirstSeen,
+}
+
+fn observe(client: &kube::Client, run: &str) -> Observer {
+    let (seen, done): (FirstSeen, FirstSeen) = Default::default();
+    let stream = watcher(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{BENCH_LABEL}={run}")),
+    );
+    let first = |m: &Mutex<HashMap<String, Instant>>, n: &Node| {
+        m.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(n.metadata.name.clone().unwrap_or_default())
+            .or_insert_with(Instant::now);
+    };
+    let watch = {
+        let (seen, done) = (seen.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut s = std::pin::pin!(stream);
+            while let Some(Ok(ev)) = s.next().await {
+                if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = ev {
+                    first(&seen, &n);
+                    if !NodeView::from_node(&n).is_uninitialized() {
+                        first(&done, &n);
+                    }
+                }
+            }
+        })
+    };
+    Observer { watch, seen, done }
+}
+
+/// One run of an API-server floor: each Node's latency, and the time until the last was done.
+#[derive(Debug, Clone)]
+pub struct Floor {
+    pub latency_s: Percentiles,
+    pub wall_s: f64,
+}
+
+/// What an ideal CCM writes for a Node, with no cloud call: the status patch and the
+/// taint-removing patch, sent together as ours sends them.
+async fn ideal_ccm_writes(api: &Api<Node>, name: &str) -> anyhow::Result<()> {
+    let st = Patch::Merge(
+        json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}}),
+    );
+    let main = Patch::Merge(
+        json!({"spec": {"providerID": format!("elemento://{name}"), "taints": []}, "metadata": {"labels": {"node.kubernetes.io/instance-type": "neon"}}}),
+    );
+    let pp = PatchParams::default();
+    let (status, main) = tokio::join!(
+        api.patch_status(name, &pp, &st),
+        api.patch(name, &pp, &main)
+    );
+    status?;
+    main?;
+    Ok(())
+}
+
+/// The API server's floor as the issue first defined it, *self-paced*: each of 64 slots creates
+/// a Node and writes what an ideal CCM would right after, then takes the next Node. A Node's clock
+/// starts when its slot is free, so the queue of Nodes not yet created is outside every
+/// latency: the rate of creates adapts to the server, which node-init's does not.
+pub async fn node_init_api_server_floor(n: usize) -> anyhow::Result<Floor> {
     let run = unique("floor");
     let client = testenv().admin_client().await;
     let api: Api<Node> = Api::all(client.clone());
     let lat = Arc::new(Mutex::new(vec![]));
+    let start = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
             let (api, lat, run) = (api.clone(), lat.clone(), run.clone());
             async move {
                 let name = format!("{run}-n{i}");
                 let t0 = Instant::now();
-                api.create(&PostParams::default(), &bench_node(&name, &run, None, true)).await?;
-                let st = json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}});
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&st)).await?;
-                let main = json!({"spec": {"providerID": format!("elemento://{name}"), "taints": []}, "metadata": {"labels": {"node.kubernetes.io/instance-type": "neon"}}});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&main)).await?;
-                lat.lock().unwrap_or_else(|p| p.into_inner()).push(t0.elapsed());
+                api.create(&PostParams::default(), &bench_node(&name, &run, None, true))
+                    .await?;
+                ideal_ccm_writes(&api, &name).await?;
+                lat.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(t0.elapsed());
                 anyhow::Ok(())
             }
         })
         .buffer_unordered(CREATE_PARALLELISM)
         .try_collect::<Vec<_>>()
         .await?;
+    let wall_s = start.elapsed().as_secs_f64();
     cleanup_nodes(&run);
     let mut l = lat.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    Ok(percentiles(&mut l))
+    Ok(Floor {
+        latency_s: percentiles(&mut l),
+        wall_s,
+    })
+}
+
+/// The API server's floor for node-init's own burst: the Nodes are created exactly as node-init
+/// creates them (64 in flight, clocks start at each create), and 64 ideal-CCM workers take each
+/// Node the moment its create returns, first come first served, with no watch of its own and no
+/// cloud call; the bench's observer watch runs as in node-init.
+/// No CCM doing these writes for this burst can have a lower p99 on this API server.
+pub async fn node_init_api_server_burst_floor(n: usize) -> anyhow::Result<Floor> {
+    let run = unique("bfloor");
+    let client = testenv().admin_client().await;
+    let api: Api<Node> = Api::all(client.clone());
+    // The same observer as node-init's, for the same load on the API server.
+    let observer = observe(&client, &run);
+    tokio::time::sleep(Duration::from_millis(300)).await; // the watch's initial list
+    let (created_tx, mut created) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let start = Instant::now();
+    let creates = {
+        let (api, run) = (api.clone(), run.clone());
+        async move {
+            futures::stream::iter(0..n)
+                .map(|i| {
+                    let (api, run, tx) = (api.clone(), run.clone(), created_tx.clone());
+                    async move {
+                        let name = format!("{run}-n{i}");
+                        let t0 = Instant::now();
+                        api.create(&PostParams::default(), &bench_node(&name, &run, None, true))
+                            .await?;
+                        // The receiver lives until every create is sent.
+                        let _ = tx.send((name, t0));
+                        anyhow::Ok(())
+                    }
+                })
+                .buffer_unordered(CREATE_PARALLELISM)
+                .try_collect::<Vec<_>>()
+                .await
+            // `created_tx` drops here: the workers end once the queue is empty.
+        }
+    };
+    let workers = futures::stream::poll_fn(|cx| created.poll_recv(cx))
+        .map(|(name, t0)| {
+            let api = api.clone();
+            async move {
+                ideal_ccm_writes(&api, &name).await?;
+                anyhow::Ok(t0.elapsed())
+            }
+        })
+        .buffer_unordered(CREATE_PARALLELISM)
+        .try_collect::<Vec<Duration>>();
+    let (_, mut lat) = tokio::try_join!(creates, workers)?;
+    let wall_s = start.elapsed().as_secs_f64();
+    observer.watch.abort();
+    cleanup_nodes(&run);
+    Ok(Floor {
+        latency_s: percentiles(&mut lat),
+        wall_s,
+    })
 }

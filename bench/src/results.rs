@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::measure::{Percentiles, Spread, spread};
-use crate::{CsiNode, CsiProvision, LbConverge, NodeInit, PeerConfig, SteadyState};
+use crate::measure::{Spread, spread};
+use crate::{CsiNode, CsiProvision, Floor, LbConverge, NodeInit, PeerConfig, SteadyState};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -18,7 +18,10 @@ pub struct Results {
     pub generated: String,
     pub lb_added_nodes: usize,
     pub node_init: Vec<NodeInitRow>,
+    /// The floor as first defined: self-paced creates (`node_init_api_server_floor`).
     pub node_init_api_server_floor: Vec<FloorRow>,
+    /// The floor for node-init's own burst (`node_init_api_server_burst_floor`).
+    pub node_init_burst_floor: Vec<FloorRow>,
     /// The Go framework's CCM in the same harness, one row per configuration and size.
     pub node_init_peer: Vec<PeerNodeInitRow>,
     pub lb_converge: Vec<LbConvergeRow>,
@@ -73,10 +76,25 @@ pub struct PeerNodeInitRow {
     pub row: NodeInitRow,
 }
 
+/// One API-server floor at one size: medians of its runs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FloorRow {
     pub nodes: usize,
-    pub latency_s: Percentiles,
+    pub p50: Spread,
+    pub p99: Spread,
+    pub wall: Spread,
+}
+
+impl FloorRow {
+    pub fn from_runs(nodes: usize, runs: &[Floor]) -> Self {
+        Self {
+            nodes,
+            p50: over(runs, |r| r.latency_s.p50),
+            p99: over(runs, |r| r.latency_s.p99),
+            wall: over(runs, |r| r.wall_s),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -24,6 +24,19 @@ async fn node_init_smoke() {
     assert!(r.ccm.peak_rss_mb > 0.0);
 }
 
+/// Both API-server floors: every Node written, each latency inside the run's wall time.
+#[tokio::test]
+async fn node_init_floors_smoke() {
+    let _s = SERIAL.lock().await;
+    for f in [
+        node_init_api_server_floor(5).await.unwrap(),
+        node_init_api_server_burst_floor(5).await.unwrap(),
+    ] {
+        assert!(f.latency_s.max > 0.0 && f.latency_s.p50 <= f.latency_s.p99);
+        assert!(f.latency_s.max <= f.wall_s, "{f:?}");
+    }
+}
+
 /// The Go framework's CCM (tests/env/peer-ccm) in the same harness: it initializes the Nodes
 /// (its taint removal is what node-init waits for) and touches no simulator.
 #[tokio::test]

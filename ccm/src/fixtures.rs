@@ -1,5 +1,6 @@
 //! Executor tests below e2e, in the style of kube-rs's controller-rs: a scripted Kubernetes API
-//! (each expected request in order, with its answer; anything else fails the test) and the
+//! (each expected request in order, with its answer, except requests sent together, which may
+//! come in any order; anything else fails the test) and the
 //! simulator in process as the Elemento API. The e2e tests run the same paths against a real
 //! kube-apiserver.
 
@@ -20,6 +21,8 @@ pub struct Step {
     pub path: String,
     pub status: u16,
     pub answer: Value,
+    /// Steps of one group (adjacent in the script) are requests sent together: any order.
+    group: Option<usize>,
 }
 
 pub fn step(method: Method, path: &str, status: u16, answer: Value) -> Step {
@@ -28,7 +31,21 @@ pub fn step(method: Method, path: &str, status: u16, answer: Value) -> Step {
         path: path.into(),
         status,
         answer,
+        group: None,
     }
+}
+
+/// Requests the executor sends concurrently: each is expected once, in any order.
+pub fn together(steps: Vec<Step>) -> Vec<Step> {
+    static GROUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let g = GROUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    steps
+        .into_iter()
+        .map(|s| Step {
+            group: Some(g),
+            ..s
+        })
+        .collect()
 }
 
 /// A request the scripted API received.
@@ -72,7 +89,20 @@ impl ScriptedApi {
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         };
         self.seen.lock().expect("seen").push(seen.clone());
-        let next = self.script.lock().expect("script").pop_front();
+        let next = {
+            let mut script = self.script.lock().expect("script");
+            // The head, or within the head's group the first step this request matches.
+            let group = script.front().and_then(|s| s.group);
+            let at = group
+                .and_then(|g| {
+                    script
+                        .iter()
+                        .take_while(|s| s.group == Some(g))
+                        .position(|s| s.method == seen.method && s.path == seen.path)
+                })
+                .unwrap_or(0);
+            script.remove(at)
+        };
         let (status, answer) = match next {
             Some(s) if s.method == seen.method && s.path == seen.path => (s.status, s.answer),
             other => {

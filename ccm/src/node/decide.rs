@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use elemento_api::types::{Template, Vm};
-use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::NodeStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub use elemento_api::node::NodeView;
@@ -251,15 +251,22 @@ pub fn plan(
     }
 }
 
-/// The initialization: the addresses (a status patch), then providerID, labels and the taints
-/// without the uninitialized one (the main patch, guarded by resourceVersion). The status is
-/// written first, so a Node is never schedulable before it is complete.
+/// The initialization: the addresses (a status patch) and providerID, labels and the taints
+/// without the uninitialized one (the main patch). Status and spec are separate writes (each
+/// endpoint resets the other's half), and they are sent together: as in the Go framework, whose
+/// `syncNode` removes the taint before it writes the addresses, a Node may be schedulable a few
+/// milliseconds before its addresses land (the kubelet retries its pods' host IPs until they do);
+/// a failed status write is repeated by the address refresh of the initialized Node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InitPatch {
     pub addresses: Vec<NodeAddress>,
     pub provider_id: String,
     pub labels: BTreeMap<String, String>,
+    /// The taints as read, which the main patch tests before replacing them.
+    pub observed_taints: Vec<Taint>,
     pub taints: Vec<Taint>,
+    /// The Node has a label map: labels are added one by one, keeping the others.
+    pub had_labels: bool,
 }
 
 impl InitPatch {
@@ -267,21 +274,42 @@ impl InitPatch {
         addresses_patch(&self.addresses)
     }
 
-    /// Guarded by `resource_version`: a change by anyone else since then conflicts.
-    pub fn main_patch(&self, resource_version: Option<String>) -> Node {
-        Node {
-            metadata: ObjectMeta {
-                labels: Some(self.labels.clone()),
-                resource_version,
-                ..Default::default()
-            },
-            spec: Some(NodeSpec {
-                provider_id: Some(self.provider_id.clone()),
-                taints: Some(self.taints.clone()),
-                ..Default::default()
+    /// A JSON patch guarded by a `test` of the taints as read: a taint added or removed by anyone
+    /// else meanwhile fails it (422) and the Node is read again, while the concurrent status
+    /// write (which a resourceVersion guard would trip over) does not. providerID needs no guard:
+    /// the API server refuses to change one that is set.
+    pub fn main_patch(&self) -> Result<json_patch::Patch, serde_json::Error> {
+        use json_patch::{AddOperation, PatchOperation, ReplaceOperation, TestOperation};
+        use jsonptr::PointerBuf;
+        use serde_json::to_value;
+        let mut ops = vec![
+            PatchOperation::Test(TestOperation {
+                path: PointerBuf::from_tokens(["spec", "taints"]),
+                value: to_value(&self.observed_taints)?,
             }),
-            ..Default::default()
+            PatchOperation::Replace(ReplaceOperation {
+                path: PointerBuf::from_tokens(["spec", "taints"]),
+                value: to_value(&self.taints)?,
+            }),
+            PatchOperation::Add(AddOperation {
+                path: PointerBuf::from_tokens(["spec", "providerID"]),
+                value: serde_json::Value::String(self.provider_id.clone()),
+            }),
+        ];
+        if self.had_labels {
+            ops.extend(self.labels.iter().map(|(k, v)| {
+                PatchOperation::Add(AddOperation {
+                    path: PointerBuf::from_tokens(["metadata", "labels", k.as_str()]),
+                    value: serde_json::Value::String(v.clone()),
+                })
+            }));
+        } else {
+            ops.push(PatchOperation::Add(AddOperation {
+                path: PointerBuf::from_tokens(["metadata", "labels"]),
+                value: to_value(&self.labels)?,
+            }));
         }
+        Ok(json_patch::Patch(ops))
     }
 }
 
@@ -317,6 +345,8 @@ pub fn init_patch(
         addresses: addresses(&node.name, vm),
         provider_id: provider_id::format(&vm.id),
         labels: labels(vm, templates, policy),
+        observed_taints: node.taints.clone(),
+        had_labels: !node.labels.is_empty(),
         taints: node
             .taints
             .iter()
@@ -573,20 +603,40 @@ mod tests {
         }
     }
 
+    /// The main patch applied as the API server applies it, to `node` as JSON.
+    fn apply(p: &InitPatch, node: &NodeView) -> Result<serde_json::Value, json_patch::PatchError> {
+        let mut doc = serde_json::json!({
+            "metadata": {"name": node.name, "labels": node.labels},
+            "spec": {"taints": node.taints},
+        });
+        if node.labels.is_empty() {
+            doc["metadata"]
+                .as_object_mut()
+                .expect("object")
+                .remove("labels");
+        }
+        json_patch::patch(&mut doc, &p.main_patch().expect("patch"))?;
+        Ok(doc)
+    }
+
     #[test]
     fn init_patch_sets_everything_and_drops_only_our_taint() {
-        let n = node("n1", None, &[]);
+        let mut n = node("n1", None, &[]);
+        n.labels
+            .insert("kubernetes.io/hostname".into(), "n1".into());
         let v = vm("id-1", "n1", "10.0.0.1");
         let p = init_patch(&n, &v, &templates(), &policy(&[]));
-        // The patches as the API server receives them.
-        let main = serde_json::to_value(p.main_patch(Some("42".into()))).expect("json");
+        let main = apply(&p, &n).expect("applies to the Node as read");
         assert_eq!(main["spec"]["providerID"], "elemento://id-1");
-        assert_eq!(main["metadata"]["resourceVersion"], "42");
         let labels = &main["metadata"]["labels"];
         assert_eq!(labels[LABEL_INSTANCE_TYPE], "neon");
         assert_eq!(labels[LABEL_REGION], "elemento");
         assert_eq!(labels[LABEL_ZONE], "atomos");
         assert_eq!(labels[LABEL_PROVIDER], "atomos");
+        assert_eq!(
+            labels["kubernetes.io/hostname"], "n1",
+            "other labels are kept"
+        );
         assert_eq!(
             main["spec"]["taints"],
             serde_json::json!([{"key": "other", "effect": "NoExecute"}])
@@ -600,14 +650,25 @@ mod tests {
             status.get("spec").is_none(),
             "the status patch is only the status"
         );
-        // Every taint removed: the patch still names an empty list, so the merge clears it.
-        let mut only_ours = n.clone();
-        only_ours.taints.truncate(1);
-        let main = serde_json::to_value(
-            init_patch(&only_ours, &v, &templates(), &policy(&[])).main_patch(None),
-        )
-        .expect("json");
+        // A taint added (or removed) by someone else since the read fails the patch whole.
+        let mut changed = n.clone();
+        changed.taints.push(Taint {
+            key: "node.kubernetes.io/not-ready".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        });
+        assert!(
+            apply(&p, &changed).is_err(),
+            "the taint test guards the write"
+        );
+        // Every taint removed; a Node without labels gets the whole map.
+        let mut bare = n.clone();
+        bare.taints.truncate(1);
+        bare.labels.clear();
+        let p = init_patch(&bare, &v, &templates(), &policy(&[]));
+        let main = apply(&p, &bare).expect("applies");
         assert_eq!(main["spec"]["taints"], serde_json::json!([]));
+        assert_eq!(main["metadata"]["labels"][LABEL_INSTANCE_TYPE], "neon");
     }
 
     #[test]

@@ -221,8 +221,7 @@ async fn reconcile_inner(node: &Node, state: &NodeController) -> Result<Action, 
     }
 }
 
-/// The status patch, then (unless a previous reconcile already finished) the main patch guarded
-/// by the version our own status write produced.
+/// The status patch and the main patch, sent together (see [`decide::InitPatch`]).
 async fn initialize(
     node: &Node,
     facts: &NodeView,
@@ -233,28 +232,30 @@ async fn initialize(
     let ctx = &state.ctx;
     let api: Api<Node> = Api::all(ctx.kube.clone());
     let pp = PatchParams::default();
-    let after_status = api
-        .patch_status(&facts.name, &pp, &Patch::Merge(&patch.status_patch()))
-        .await?;
-    debug!(stage = "status", "node path");
-    // A reconcile queued by our own status patch can find the taint already removed by the
-    // previous one: then the Node is done (no second patch, no second latency sample).
-    let still_tainted = after_status
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .is_some_and(|t| t.iter().any(|t| t.key == decide::UNINITIALIZED_TAINT));
-    if !still_tainted {
-        return Ok(Action::requeue(ctx.settings.node_status_update_frequency));
-    }
-    let mut superseded: Vec<String> = [&node.metadata, &after_status.metadata]
-        .iter()
-        .filter_map(|m| m.resource_version.clone())
+    let main = Patch::<()>::Json(patch.main_patch().map_err(kube::Error::SerdeError)?);
+    let status = Patch::Merge(patch.status_patch());
+    let (after_status, after_main) = tokio::join!(
+        api.patch_status(&facts.name, &pp, &status),
+        api.patch(&facts.name, &pp, &main),
+    );
+    debug!(stage = "written", "node path");
+    let (after_status, after_main) = (after_status?, after_main?);
+    // Our two writes land in either order, and the earlier one's version lacks the other's
+    // half: it and the version read are superseded, and their watch events' reconciles are
+    // skipped without a request (see `Superseded`). Versions are opaque, so the later write is
+    // told by its content, not by comparing them.
+    let complete = |n: &Node| {
+        let v = NodeView::from_node(n);
+        !v.is_uninitialized() && v.addresses == patch.addresses
+    };
+    let mut superseded: Vec<String> = std::iter::once(node)
+        .chain(
+            [&after_status, &after_main]
+                .into_iter()
+                .filter(|n| !complete(n)),
+        )
+        .filter_map(|n| n.metadata.resource_version.clone())
         .collect();
-    // Guard the main patch with the version our own status patch produced: a change by anyone
-    // else in between still conflicts, ours does not (that cost every Node a retry).
-    let main = patch.main_patch(after_status.metadata.resource_version.clone());
-    api.patch(&facts.name, &pp, &Patch::Merge(&main)).await?;
     superseded.dedup();
     state.superseded.record(&facts.name, superseded);
     if let Some(created) = &node.metadata.creation_timestamp {
@@ -298,7 +299,7 @@ mod tests {
 #[cfg(test)]
 mod executor_tests {
     use super::*;
-    use crate::fixtures::{self, ScriptedApi, step};
+    use crate::fixtures::{self, ScriptedApi, step, together};
     use http::Method;
     use serde_json::{Value, json};
 
@@ -327,7 +328,7 @@ mod executor_tests {
         scenario: &str,
         steps: Vec<fixtures::Step>,
         n: &Node,
-    ) -> (Result<Action, Error>, ScriptedApi) {
+    ) -> (Result<Action, Error>, ScriptedApi, NodeController) {
         let sim = fixtures::simulator(scenario).await;
         let api = ScriptedApi::new(steps);
         let ctx = fixtures::ctx(api.client(), &sim);
@@ -340,58 +341,139 @@ mod executor_tests {
         };
         let result = reconcile_inner(n, &controller).await;
         sim.shutdown().await;
-        (result, api)
+        (result, api, controller)
     }
 
     #[tokio::test]
-    async fn initialize_writes_status_then_identity_labels_and_taints() {
-        let n = node("n1", None, true, json!([]), json!({}));
-        let after_status = node("n1", None, true, json!([]), json!({}));
-        let mut after_status = serde_json::to_value(after_status).expect("json");
+    async fn initialize_writes_status_and_identity_labels_and_taints_together() {
+        let n = node(
+            "n1",
+            None,
+            true,
+            json!([]),
+            json!({"kubernetes.io/hostname": "n1"}),
+        );
+        let mut after_status = serde_json::to_value(&n).expect("json");
         after_status["metadata"]["resourceVersion"] = json!("2");
-        let (result, api) = run(
-            SCENARIO,
-            vec![
-                step(Method::GET, "/api/v1/persistentvolumes", 200, no_volumes()),
+        after_status["status"]["addresses"] = json!([
+            {"type": "InternalIP", "address": "10.0.0.5"},
+            {"type": "Hostname", "address": "n1"}
+        ]);
+        let mut after_main = serde_json::to_value(&n).expect("json");
+        after_main["metadata"]["resourceVersion"] = json!("3");
+        after_main["spec"]["taints"] = json!([]);
+        after_main["status"]["addresses"] = after_status["status"]["addresses"].clone();
+        let steps = [
+            vec![step(
+                Method::GET,
+                "/api/v1/persistentvolumes",
+                200,
+                no_volumes(),
+            )],
+            together(vec![
                 step(Method::PATCH, "/api/v1/nodes/n1/status", 200, after_status),
-                step(
-                    Method::PATCH,
-                    "/api/v1/nodes/n1",
-                    200,
-                    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
-                ),
-            ],
-            &n,
-        )
-        .await;
+                step(Method::PATCH, "/api/v1/nodes/n1", 200, after_main),
+            ]),
+        ];
+        let (result, api, controller) =
+            run(SCENARIO, steps.into_iter().flatten().collect(), &n).await;
         assert!(result.is_ok(), "{result:?}");
         api.verify();
         let seen = api.seen();
+        let body = |path: &str| {
+            seen.iter()
+                .find(|s| s.path == path)
+                .map(|s| s.body.clone())
+                .expect(path)
+        };
         assert_eq!(
-            seen[1].body["status"]["addresses"][0],
+            body("/api/v1/nodes/n1/status")["status"]["addresses"][0],
             json!({"type": "InternalIP", "address": "10.0.0.5"})
         );
-        let main = &seen[2].body;
-        assert_eq!(main["spec"]["providerID"], "elemento://vm-1");
-        assert_eq!(main["spec"]["taints"], json!([]));
+        let main = body("/api/v1/nodes/n1");
+        let uninitialized =
+            json!([{"key": decide::UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}]);
         assert_eq!(
-            main["metadata"]["resourceVersion"], "2",
-            "guarded by our own status write"
+            main[0],
+            json!({"op": "test", "path": "/spec/taints", "value": uninitialized}),
+            "guarded by the taints as read, not by a version the status write changes"
         );
         assert_eq!(
-            main["metadata"]["labels"]["topology.kubernetes.io/zone"],
-            "atomos"
+            main[1],
+            json!({"op": "replace", "path": "/spec/taints", "value": []})
         );
         assert_eq!(
-            main["metadata"]["labels"]["node.kubernetes.io/instance-type"],
-            "neon"
+            main[2],
+            json!({"op": "add", "path": "/spec/providerID", "value": "elemento://vm-1"})
+        );
+        let label = |k: &str| {
+            let path = format!(
+                "/metadata/labels/{}",
+                k.replace('~', "~0").replace('/', "~1")
+            );
+            main.as_array()
+                .and_then(|ops| ops.iter().find(|o| o["path"] == path.as_str()))
+                .map(|o| o["value"].clone())
+        };
+        assert_eq!(label("topology.kubernetes.io/zone"), Some(json!("atomos")));
+        assert_eq!(
+            label("node.kubernetes.io/instance-type"),
+            Some(json!("neon"))
+        );
+        // The version read and the earlier write's (it lacks the taint removal) are superseded;
+        // the later write's is the Node's current state.
+        assert!(controller.superseded.is_stale("n1", Some("1")));
+        assert!(controller.superseded.is_stale("n1", Some("2")));
+        assert!(!controller.superseded.is_stale("n1", Some("3")));
+    }
+
+    #[tokio::test]
+    async fn a_taint_changed_meanwhile_fails_the_write_and_is_retried() {
+        let n = node(
+            "n1",
+            None,
+            true,
+            json!([]),
+            json!({"kubernetes.io/hostname": "n1"}),
+        );
+        let invalid = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422,
+            "reason": "Invalid", "message": "the server rejected our request: testing value /spec/taints failed"});
+        let (result, api, _) = run(
+            SCENARIO,
+            [
+                vec![step(
+                    Method::GET,
+                    "/api/v1/persistentvolumes",
+                    200,
+                    no_volumes(),
+                )],
+                together(vec![
+                    step(
+                        Method::PATCH,
+                        "/api/v1/nodes/n1/status",
+                        200,
+                        serde_json::to_value(&n).expect("json"),
+                    ),
+                    step(Method::PATCH, "/api/v1/nodes/n1", 422, invalid),
+                ]),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            &n,
+        )
+        .await;
+        api.verify();
+        assert!(
+            matches!(&result, Err(Error::Kube(kube::Error::Api(s))) if s.code == 422),
+            "{result:?}"
         );
     }
 
     #[tokio::test]
     async fn no_vm_means_an_event_and_a_retry_and_no_write() {
         let n = node("ghost", None, true, json!([]), json!({}));
-        let (result, api) = run(
+        let (result, api, _) = run(
             SCENARIO,
             vec![
                 step(Method::GET, "/api/v1/persistentvolumes", 200, no_volumes()),
@@ -425,7 +507,7 @@ mod executor_tests {
             json!({"topology.kubernetes.io/zone": "atomos-1.local"}),
         );
         let ok = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
-        let (result, api) = run(
+        let (result, api, _) = run(
             SCENARIO,
             vec![
                 step(Method::GET, "/api/v1/persistentvolumes", 200, no_volumes()),
@@ -460,7 +542,7 @@ mod executor_tests {
             json!([{"type": "InternalIP", "address": "10.0.0.5"}, {"type": "Hostname", "address": "n1"}]),
             labels,
         );
-        let (result, api) = run(
+        let (result, api, _) = run(
             SCENARIO,
             vec![step(
                 Method::GET,
@@ -484,7 +566,7 @@ mod executor_tests {
             json!([]),
             json!({}),
         );
-        let (result, api) = run(SCENARIO, vec![], &n).await;
+        let (result, api, _) = run(SCENARIO, vec![], &n).await;
         assert!(result.is_ok(), "{result:?}");
         api.verify();
         assert!(api.seen().is_empty());
