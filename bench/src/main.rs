@@ -43,6 +43,9 @@ struct Args {
     out: std::path::PathBuf,
 }
 
+/// LoadBalancer Services of steady-state, at every Node count.
+const STEADY_SERVICES: usize = 200;
+
 /// Services of lb-converge: Nodes at the start, and Nodes added once every LB has its address.
 const LB_NODES: usize = 100;
 const LB_ADDED_NODES: usize = 20;
@@ -62,11 +65,11 @@ async fn main() -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Results::default(),
         Err(e) => return Err(e.into()),
     };
-    r.machine = machine();
-    r.latency_ms = a.latency_ms;
-    r.runs = a.runs;
-    r.kube_version = format!("v{}", elemento_e2e::kube_version());
     if a.scenario != "report" {
+        r.machine = machine();
+        r.latency_ms = a.latency_ms;
+        r.runs = a.runs;
+        r.kube_version = format!("v{}", elemento_e2e::kube_version());
         r.generated = k8s_openapi::jiff::Timestamp::now().to_string();
     }
     r.lb_added_nodes = LB_ADDED_NODES;
@@ -187,12 +190,27 @@ async fn main() -> anyhow::Result<()> {
         r.csi_node = Some(x);
     }
     if want("steady-state") {
-        let x = steady_state(1000, 200, Duration::from_secs(a.idle_seconds), setup).await?;
-        eprintln!(
-            "steady-state: {:.1} calls/min, CCM {:.2} % CPU, {:.1} MB",
-            x.api_calls_per_minute, x.ccm_cpu_percent_of_one_core, x.ccm.rss_mb
-        );
-        r.steady_state = Some(x);
+        let mut rows = vec![];
+        for &n in &a.node_sizes {
+            let x = steady_state(
+                n,
+                STEADY_SERVICES,
+                Duration::from_secs(a.idle_seconds),
+                setup,
+            )
+            .await?;
+            eprintln!(
+                "steady-state {n}: {:.1} calls/min, CCM {:.2} % CPU, {:.1} MB",
+                x.api_calls_per_minute, x.ccm_cpu_percent_of_one_core, x.ccm.rss_mb
+            );
+            rows.push(x);
+        }
+        r.steady_state = rows
+            .iter()
+            .find(|x| x.nodes == 1000)
+            .or(rows.last())
+            .cloned();
+        r.steady_state_by_nodes = rows;
     }
     std::fs::create_dir_all(&a.out)?;
     std::fs::write(&path, serde_json::to_vec_pretty(&r)?)?;

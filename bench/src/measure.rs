@@ -125,6 +125,16 @@ pub fn machine() -> BTreeMap<String, String> {
             .find_map(|l| l.strip_prefix("model name\t: ").map(String::from))
             .unwrap_or_default(),
     );
+    // The 1-minute load average as the invocation starts: how quiet the machine was.
+    m.insert(
+        "load_at_start".into(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_string(),
+    );
     m
 }
 

@@ -27,7 +27,10 @@ pub struct Results {
     pub lb_converge: Vec<LbConvergeRow>,
     pub csi_provision: Vec<CsiProvisionRow>,
     pub csi_node: Option<CsiNode>,
+    /// At 1000 Nodes (the target's size), or the largest measured.
     pub steady_state: Option<SteadyState>,
+    /// One idle window per Node count of the invocation: the steady-state cost curve.
+    pub steady_state_by_nodes: Vec<SteadyState>,
     /// The comparison against the targets, written by hand and kept across runs.
     pub targets: Option<String>,
 }

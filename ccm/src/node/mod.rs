@@ -320,8 +320,25 @@ mod executor_tests {
         .expect("node")
     }
 
-    fn no_volumes() -> Value {
-        json!({"apiVersion": "v1", "kind": "PersistentVolumeList", "metadata": {}, "items": []})
+    /// A Node as the kubelet registers it: tainted, no providerID, no addresses, its hostname.
+    fn joining(name: &str) -> Node {
+        node(
+            name,
+            None,
+            true,
+            json!([]),
+            json!({"kubernetes.io/hostname": name}),
+        )
+    }
+
+    /// The topology policy's PersistentVolume listing (none), the first request of a reconcile.
+    fn pv_listing() -> fixtures::Step {
+        step(
+            Method::GET,
+            "/api/v1/persistentvolumes",
+            200,
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeList", "metadata": {}, "items": []}),
+        )
     }
 
     async fn run(
@@ -346,13 +363,7 @@ mod executor_tests {
 
     #[tokio::test]
     async fn initialize_writes_status_and_identity_labels_and_taints_together() {
-        let n = node(
-            "n1",
-            None,
-            true,
-            json!([]),
-            json!({"kubernetes.io/hostname": "n1"}),
-        );
+        let n = joining("n1");
         let mut after_status = serde_json::to_value(&n).expect("json");
         after_status["metadata"]["resourceVersion"] = json!("2");
         after_status["status"]["addresses"] = json!([
@@ -364,12 +375,7 @@ mod executor_tests {
         after_main["spec"]["taints"] = json!([]);
         after_main["status"]["addresses"] = after_status["status"]["addresses"].clone();
         let steps = [
-            vec![step(
-                Method::GET,
-                "/api/v1/persistentvolumes",
-                200,
-                no_volumes(),
-            )],
+            vec![pv_listing()],
             together(vec![
                 step(Method::PATCH, "/api/v1/nodes/n1/status", 200, after_status),
                 step(Method::PATCH, "/api/v1/nodes/n1", 200, after_main),
@@ -429,24 +435,13 @@ mod executor_tests {
 
     #[tokio::test]
     async fn a_taint_changed_meanwhile_fails_the_write_and_is_retried() {
-        let n = node(
-            "n1",
-            None,
-            true,
-            json!([]),
-            json!({"kubernetes.io/hostname": "n1"}),
-        );
+        let n = joining("n1");
         let invalid = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422,
             "reason": "Invalid", "message": "the server rejected our request: testing value /spec/taints failed"});
         let (result, api, _) = run(
             SCENARIO,
             [
-                vec![step(
-                    Method::GET,
-                    "/api/v1/persistentvolumes",
-                    200,
-                    no_volumes(),
-                )],
+                vec![pv_listing()],
                 together(vec![
                     step(
                         Method::PATCH,
@@ -476,7 +471,7 @@ mod executor_tests {
         let (result, api, _) = run(
             SCENARIO,
             vec![
-                step(Method::GET, "/api/v1/persistentvolumes", 200, no_volumes()),
+                pv_listing(),
                 step(
                 Method::POST,
                 "/apis/events.k8s.io/v1/namespaces/default/events",
@@ -510,7 +505,7 @@ mod executor_tests {
         let (result, api, _) = run(
             SCENARIO,
             vec![
-                step(Method::GET, "/api/v1/persistentvolumes", 200, no_volumes()),
+                pv_listing(),
                 step(Method::PATCH, "/api/v1/nodes/n1/status", 200, ok.clone()),
                 step(Method::PATCH, "/api/v1/nodes/n1", 200, ok),
             ],
@@ -542,17 +537,7 @@ mod executor_tests {
             json!([{"type": "InternalIP", "address": "10.0.0.5"}, {"type": "Hostname", "address": "n1"}]),
             labels,
         );
-        let (result, api, _) = run(
-            SCENARIO,
-            vec![step(
-                Method::GET,
-                "/api/v1/persistentvolumes",
-                200,
-                no_volumes(),
-            )],
-            &n,
-        )
-        .await;
+        let (result, api, _) = run(SCENARIO, vec![pv_listing()], &n).await;
         assert!(result.is_ok(), "{result:?}");
         api.verify();
     }
