@@ -2,6 +2,7 @@
 //! addresses of initialized ones in line with the API.
 
 pub mod decide;
+mod queue;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -65,17 +66,9 @@ pub struct NodeController {
     ctx: Arc<Ctx>,
     store: Store<Node>,
     superseded: Superseded,
-    /// Initializations in flight (`--concurrent-node-syncs`). The controller runtime takes
-    /// waiting Nodes in no particular order when at its own limit, so in a burst the unluckiest
-    /// Node waited as long as the whole burst; this semaphore is first come, first served.
-    init_permits: tokio::sync::Semaphore,
-}
-
-impl NodeController {
-    /// The cache's current version of `node`, which may be newer than the one that was queued.
-    fn latest(&self, node: &Node) -> Option<Arc<Node>> {
-        self.store.get(&ObjectRef::from_obj(node))
-    }
+    /// Nodes waiting for their initialization; `--concurrent-node-syncs` workers take them in
+    /// the order they came.
+    init_queue: queue::InitQueue,
 }
 
 /// Runs on the shared Node cache: `triggers` names the Nodes to reconcile.
@@ -85,21 +78,67 @@ pub async fn run(
     store: Store<Node>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let permits = usize::from(ctx.settings.concurrent_node_syncs.max(1));
+    let workers = usize::from(ctx.settings.concurrent_node_syncs.max(1));
     let state = Arc::new(NodeController {
         ctx,
         store: store.clone(),
         superseded: Superseded::default(),
-        init_permits: tokio::sync::Semaphore::new(permits),
+        init_queue: queue::InitQueue::default(),
     });
-    // No limit here: every queued Node gets a reconcile at once, and the ones that initialize
-    // line up for `init_permits`; the others (addresses from the cached listing) never wait.
+    // Dropped, and so stopped, when the controller stops.
+    let mut init_workers = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        init_workers.spawn(init_worker(state.clone()));
+    }
+    // No limit here: an uninitialized Node's reconcile only queues it, and the others (addresses
+    // from the cached listing) never wait.
     Controller::for_shared_stream(triggers, store)
         .with_config(Config::default().concurrency(0))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// Takes Nodes off the initialization queue, one at a time, until stopped.
+async fn init_worker(state: Arc<NodeController>) {
+    loop {
+        let name = state.init_queue.pop().await;
+        initialize_queued(&state, &name).await;
+        state.init_queue.done(&name);
+    }
+}
+
+/// Initializes `name` as the cache has it now (it may have changed, been initialized or deleted
+/// while it waited); a failure queues it again after the Node's backoff.
+#[instrument(skip_all, fields(node = %name))]
+async fn initialize_queued(state: &Arc<NodeController>, name: &str) {
+    let ctx = &state.ctx;
+    debug!(stage = "permit", "node path");
+    let Some(node) = state.store.get(&ObjectRef::new(name)) else {
+        return;
+    };
+    if state
+        .superseded
+        .is_stale(name, node.metadata.resource_version.as_deref())
+    {
+        ctx.metrics.skipped(NAME);
+        return;
+    }
+    if !NodeView::from_node(&node).is_uninitialized() {
+        return;
+    }
+    let key = runner::object_key(NAME, None, name);
+    if let Err(err) = runner::observe(ctx, NAME, &key, reconcile_inner(&node, state)).await {
+        let wait = ctx.backoff(&key);
+        tracing::warn!(controller = NAME, object = %key, kind = err.kind(), error = %err, ?wait, "initialization failed; queued again after the backoff");
+        let state = state.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            state.init_queue.push(&name);
+        });
+    }
 }
 
 fn error_policy(node: Arc<Node>, err: &Error, state: Arc<NodeController>) -> Action {
@@ -119,27 +158,13 @@ async fn reconcile(node: Arc<Node>, state: Arc<NodeController>) -> Result<Action
         ctx.metrics.skipped(NAME);
         return Ok(Action::await_change());
     }
-    let mut node = node;
-    let _permit = if NodeView::from_node(&node).is_uninitialized() {
+    if NodeView::from_node(&node).is_uninitialized() {
         // Trace points of one Node's path (RUST_LOG=elemento_ccm::node=debug; docs/benchmarks.md
-        // reads them): queued, permitted, listed, status written, initialized.
+        // reads them): queued, taken by a worker, listed, written.
         debug!(stage = "reconcile", "node path");
-        // Never closed, so acquiring cannot fail.
-        let permit = state.init_permits.acquire().await.ok();
-        debug!(stage = "permit", "node path");
-        // While it waited, the Node may have changed, been initialized or deleted.
-        match state.latest(&node) {
-            Some(n) if skip(&n) => {
-                ctx.metrics.skipped(NAME);
-                return Ok(Action::await_change());
-            }
-            Some(n) => node = n,
-            None => return Ok(Action::await_change()),
-        }
-        permit
-    } else {
-        None
-    };
+        state.init_queue.push(&node.name_any());
+        return Ok(Action::await_change());
+    }
     let key = runner::object_key(NAME, None, &node.name_any());
     runner::observe(ctx, NAME, &key, reconcile_inner(&node, &state)).await
 }
@@ -354,7 +379,7 @@ mod executor_tests {
             ctx,
             store,
             superseded: Superseded::default(),
-            init_permits: tokio::sync::Semaphore::new(1),
+            init_queue: Default::default(),
         };
         let result = reconcile_inner(n, &controller).await;
         sim.shutdown().await;
