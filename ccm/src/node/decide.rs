@@ -7,6 +7,7 @@ use elemento_api::types::{Template, Vm};
 use k8s_openapi::api::core::v1::NodeStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+pub use crate::inventory::Vms;
 pub use elemento_api::node::NodeView;
 use elemento_api::node::{EXTERNAL_IP, HOSTNAME, INTERNAL_IP, Node, NodeAddress, Taint, address};
 use elemento_api::provider_id::{self, ProviderId};
@@ -34,12 +35,12 @@ pub enum VmMatch<'a> {
 
 /// providerID first, then VM name == Node name, then a Node address == one of the VM's (its
 /// address or its private one).
-pub fn find_vm<'a>(node: &NodeView, vms: &'a [Vm]) -> VmMatch<'a> {
+pub fn find_vm<'a>(node: &NodeView, vms: &'a Vms) -> VmMatch<'a> {
     let mut tried = vec![];
     match node.provider() {
         ProviderId::Foreign(p) => return VmMatch::Foreign(p),
         ProviderId::Elemento(id) => {
-            return match vms.iter().find(|v| v.id == id) {
+            return match vms.by_id(&id) {
                 Some(v) => VmMatch::ByProviderId(v),
                 None => VmMatch::NotFound(format!(
                     "providerID {} (no VM with id {id})",
@@ -49,8 +50,7 @@ pub fn find_vm<'a>(node: &NodeView, vms: &'a [Vm]) -> VmMatch<'a> {
         }
         ProviderId::Unset => tried.push("providerID (unset)".to_string()),
     }
-    let by_name: Vec<&Vm> = vms.iter().filter(|v| v.name == node.name).collect();
-    match by_name.as_slice() {
+    match vms.named(&node.name).as_slice() {
         [v] => return VmMatch::ByName(v),
         [] => tried.push(format!("VM name {:?}", node.name)),
         many => {
@@ -70,11 +70,7 @@ pub fn find_vm<'a>(node: &NodeView, vms: &'a [Vm]) -> VmMatch<'a> {
         tried.push("Node address (the Node has none)".into());
     }
     for ip in &ips {
-        let by_ip: Vec<&Vm> = vms
-            .iter()
-            .filter(|v| v.ipv4 == Some(*ip) || v.private_ipv4 == Some(*ip))
-            .collect();
-        match by_ip.as_slice() {
+        match vms.with_ip(*ip).as_slice() {
             [v] => return VmMatch::ByIp(v),
             [] => tried.push(format!("Node address {ip}")),
             many => return VmMatch::Ambiguous(format!("{} VMs have the address {ip}", many.len())),
@@ -219,7 +215,7 @@ pub enum NodePlan {
 /// The plan for a Node, from the VM listing, the templates and the topology policy.
 pub fn plan(
     node: &NodeView,
-    vms: &[Vm],
+    vms: &Vms,
     templates: &[Template],
     policy: &TopologyPolicy,
 ) -> NodePlan {
@@ -242,7 +238,7 @@ pub fn plan(
     let ProviderId::Elemento(id) = node.provider() else {
         return NodePlan::Leave;
     };
-    let Some(vm) = vms.iter().find(|v| v.id == id) else {
+    let Some(vm) = vms.by_id(&id) else {
         return NodePlan::Leave;
     };
     match (address_refresh(node, vm), label_refresh(node, vm, policy)) {
@@ -383,7 +379,7 @@ pub fn address_refresh(node: &NodeView, vm: &Vm) -> Option<Vec<NodeAddress>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use elemento_api::node::taint;
     use elemento_api::types::PowerState;
@@ -446,7 +442,10 @@ mod tests {
 
     #[test]
     fn matches_by_provider_id_then_name_then_ip() {
-        let vms = vec![vm("id-1", "n1", "10.0.0.1"), vm("id-2", "n2", "10.0.0.2")];
+        let vms = Vms::from(vec![
+            vm("id-1", "n1", "10.0.0.1"),
+            vm("id-2", "n2", "10.0.0.2"),
+        ]);
         assert_eq!(
             find_vm(&node("x", Some("elemento://id-2"), &[]), &vms),
             VmMatch::ByProviderId(&vms[1])
@@ -475,7 +474,10 @@ mod tests {
             find_vm(&node("n1", Some("elemento://gone"), &[]), &vms),
             VmMatch::NotFound(_)
         ));
-        let dup = vec![vm("a", "same", "10.0.0.1"), vm("b", "same", "10.0.0.2")];
+        let dup = Vms::from(vec![
+            vm("a", "same", "10.0.0.1"),
+            vm("b", "same", "10.0.0.2"),
+        ]);
         assert!(matches!(
             find_vm(&node("same", None, &[]), &dup),
             VmMatch::Ambiguous(_)
@@ -593,7 +595,7 @@ mod tests {
     fn a_node_matches_by_either_vm_address() {
         let mut v = vm("id-1", "vm-1", "51.15.1.2");
         v.private_ipv4 = "10.1.0.7".parse().ok();
-        let vms = vec![v, vm("id-2", "vm-2", "10.0.0.2")];
+        let vms = Vms::from(vec![v, vm("id-2", "vm-2", "10.0.0.2")]);
         for ip in ["10.1.0.7", "51.15.1.2"] {
             assert_eq!(
                 find_vm(&node("x", None, &[ip]), &vms),
@@ -673,7 +675,7 @@ mod tests {
 
     #[test]
     fn one_plan_per_node_state() {
-        let vms = vec![vm("vm-1", "n1", "10.0.0.1")];
+        let vms = Vms::from(vec![vm("vm-1", "n1", "10.0.0.1")]);
         let p = policy(&[]);
         let fresh = node("n1", None, &[]);
         assert!(
@@ -698,7 +700,7 @@ mod tests {
         done.labels = topology_labels(&vms[0], &p);
         assert_eq!(plan(&done, &vms, &templates(), &p), NodePlan::Leave);
         assert_eq!(
-            plan(&done, &[], &templates(), &p),
+            plan(&done, &Vms::default(), &templates(), &p),
             NodePlan::Leave,
             "VM gone: the lifecycle's call"
         );
