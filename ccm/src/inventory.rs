@@ -19,12 +19,6 @@ pub struct Snapshot {
     pub generation: u64,
 }
 
-impl Snapshot {
-    pub fn by_id(&self, id: &str) -> Option<&Vm> {
-        self.vms.by_id(id)
-    }
-}
-
 /// The VMs of one listing, in the listing's order, indexed the three ways a Node is matched to
 /// its VM (id, name, address). Every Node of a burst is matched against the same listing: a scan
 /// per Node made matching quadratic (5000 Nodes × 5000 VMs), the index makes each match O(1).
@@ -60,24 +54,23 @@ impl Vms {
 
 impl From<Vec<Vm>> for Vms {
     fn from(list: Vec<Vm>) -> Self {
-        let mut vms = Vms {
-            by_id: HashMap::with_capacity(list.len()),
-            by_name: HashMap::with_capacity(list.len()),
-            by_ip: HashMap::with_capacity(list.len()),
-            list: vec![],
-        };
+        let mut by_id = HashMap::with_capacity(list.len());
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::with_capacity(list.len());
+        let mut by_ip: HashMap<Ipv4Addr, Vec<usize>> = HashMap::with_capacity(list.len());
         for (i, v) in list.iter().enumerate() {
-            vms.by_id.entry(v.id.clone()).or_insert(i);
-            vms.by_name.entry(v.name.clone()).or_default().push(i);
-            for ip in [v.ipv4, v.private_ipv4.filter(|p| Some(*p) != v.ipv4)]
-                .into_iter()
-                .flatten()
-            {
-                vms.by_ip.entry(ip).or_default().push(i);
+            by_id.entry(v.id.clone()).or_insert(i);
+            by_name.entry(v.name.clone()).or_default().push(i);
+            let private = v.private_ipv4.filter(|p| Some(*p) != v.ipv4);
+            for ip in [v.ipv4, private].into_iter().flatten() {
+                by_ip.entry(ip).or_default().push(i);
             }
         }
-        vms.list = list;
-        vms
+        Vms {
+            list,
+            by_id,
+            by_name,
+            by_ip,
+        }
     }
 }
 

@@ -74,7 +74,7 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx, missing: &Missing) -> Result<Ac
     }
     let period = ctx.settings.node_monitor_period;
     let snap = ctx.inventory.vms(period).await?;
-    let power = snap.by_id(&id).map(|vm| vm.power);
+    let power = snap.vms.by_id(&id).map(|vm| vm.power);
     // Remember the first listing without the VM; forget it once the VM is seen.
     let first_miss = {
         let mut m = missing.0.lock().unwrap_or_else(|p| p.into_inner());

@@ -7,7 +7,7 @@ use elemento_api::types::{Template, Vm};
 use k8s_openapi::api::core::v1::NodeStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-pub use crate::inventory::Vms;
+use crate::inventory::Vms;
 pub use elemento_api::node::NodeView;
 use elemento_api::node::{EXTERNAL_IP, HOSTNAME, INTERNAL_IP, Node, NodeAddress, Taint, address};
 use elemento_api::provider_id::{self, ProviderId};
