@@ -91,7 +91,7 @@ pub async fn node_init_of(n: usize, setup: Setup, subject: &Subject) -> anyhow::
     };
     let client = testenv().admin_client().await;
     // Watch first, so no initialization is missed.
-    let Observer { watch, seen, done } = observe(&client, &run);
+    let observer = observe(&client, &run);
     tokio::time::sleep(Duration::from_millis(300)).await; // the watch's initial list
     let start = Instant::now();
     let start_epoch = std::time::SystemTime::now()
@@ -105,39 +105,34 @@ pub async fn node_init_of(n: usize, setup: Setup, subject: &Subject) -> anyhow::
         false,
     )
     .await?;
-    let deadline = Instant::now() + setup.timeout;
-    while done.lock().unwrap_or_else(|p| p.into_inner()).len() < n {
-        if Instant::now() > deadline {
-            cleanup_nodes(&run);
-            bail!(
-                "node-init {n}: only {} of {n} initialized in time",
-                done.lock().unwrap_or_else(|p| p.into_inner()).len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if let Err(e) = observer.wait_done(n, setup.timeout).await {
+        cleanup_nodes(&run);
+        bail!("node-init {n}: {e}");
     }
-    let wall = start.elapsed();
-    watch.abort();
+    observer.watch.abort();
+    let wall = observer.last_done(start);
     let stats = proc_stats(ccm.pid());
     let reconcile_metrics = match ccm_port {
         Some(port) => ccm_reconcile_metrics(port).await,
         None => BTreeMap::new(),
     };
-    let done = done.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let mut lat: Vec<Duration> = sent
-        .iter()
-        .map(|(name, t0)| {
-            done.get(name)
-                .map_or(Duration::ZERO, |t| t.saturating_duration_since(*t0))
-        })
-        .collect();
+    let mut lat = observer.latencies(&sent);
     if let Ok(path) = std::env::var("BENCH_NODE_TRACE") {
         // Times from the first create; the header's epoch lines them up with the CCM's log.
         let mut csv = format!(
             "# start_epoch_s={:.6}\nnode,sent_s,seen_s,done_s\n",
             start_epoch.as_secs_f64()
         );
-        let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let seen = observer
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let done = observer
+            .done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let since_start = |m: &HashMap<String, Instant>, name: &String| {
             m.get(name)
                 .map_or(-1.0, |t| t.duration_since(start).as_secs_f64())
@@ -161,7 +156,7 @@ pub async fn node_init_of(n: usize, setup: Setup, subject: &Subject) -> anyhow::
     Ok(NodeInit {
         nodes: n,
         latency_s: percentiles(&mut lat),
-        wall_s: wall.as_secs_f64(),
+        wall_s: wall,
         api_calls_total: total,
         api_calls_by_route: by_route,
         vm_list_calls_per_node: lists as f64 / n as f64,
@@ -178,6 +173,43 @@ struct Observer {
     watch: tokio::task::JoinHandle<()>,
     seen: FirstSeen,
     done: FirstSeen,
+}
+
+impl Observer {
+    /// Waits until the watch has seen `n` Nodes initialized; fails after `timeout`.
+    async fn wait_done(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let count = self.done.lock().unwrap_or_else(|p| p.into_inner()).len();
+            if count >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("only {count} of {n} seen initialized in time");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Each Node's time from the start of its clock in `sent` to the watch seeing it
+    /// initialized (zero for a Node never seen, which `wait_done` rules out).
+    fn latencies(&self, sent: &HashMap<String, Instant>) -> Vec<Duration> {
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        sent.iter()
+            .map(|(name, t0)| {
+                done.get(name)
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(*t0))
+            })
+            .collect()
+    }
+
+    /// Seconds from `start` until the watch saw the last Node initialized.
+    fn last_done(&self, start: Instant) -> f64 {
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        done.values()
+            .map(|t| t.saturating_duration_since(start).as_secs_f64())
+            .fold(0.0, f64::max)
+    }
 }
 
 fn observe(client: &kube::Client, run: &str) -> Observer {
@@ -209,10 +241,16 @@ fn observe(client: &kube::Client, run: &str) -> Observer {
     Observer { watch, seen, done }
 }
 
-/// One run of an API-server floor: each Node's latency, and the time until the last was done.
+/// One run of an API-server floor.
 #[derive(Debug, Clone)]
 pub struct Floor {
+    /// Each Node's time from its create to the bench's watch seeing it initialized: where
+    /// node-init's clock stops too.
     pub latency_s: Percentiles,
+    /// Each Node's time from its create until the ideal writes returned: the floors' definition
+    /// until 2026-12-03, which left out the watch's delivery that every CCM's latency includes.
+    pub write_latency_s: Percentiles,
+    /// From the first create until the watch saw the last Node initialized.
     pub wall_s: f64,
 }
 
@@ -235,66 +273,106 @@ async fn ideal_ccm_writes(api: &Api<Node>, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each Node's clock start, and its time until its ideal writes returned.
+type FloorClocks = Arc<Mutex<(HashMap<String, Instant>, Vec<Duration>)>>;
+
+/// Ends a floor's run: waits for the bench's watch to see every Node initialized, as node-init
+/// does, and measures each Node to that moment.
+async fn finish_floor(
+    n: usize,
+    run: &str,
+    start: Instant,
+    observer: Observer,
+    clocks: FloorClocks,
+) -> anyhow::Result<Floor> {
+    let waited = observer.wait_done(n, Duration::from_secs(300)).await;
+    observer.watch.abort();
+    cleanup_nodes(run);
+    waited?;
+    let (sent, mut written) =
+        std::mem::take(&mut *clocks.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(Floor {
+        latency_s: percentiles(&mut observer.latencies(&sent)),
+        write_latency_s: percentiles(&mut written),
+        wall_s: observer.last_done(start),
+    })
+}
+
 /// The API server's floor as the issue first defined it, *self-paced*: each of 64 slots creates
 /// a Node and writes what an ideal CCM would right after, then takes the next Node. A Node's clock
 /// starts when its slot is free, so the queue of Nodes not yet created is outside every
-/// latency: the rate of creates adapts to the server, which node-init's does not.
+/// latency: the rate of creates adapts to the server, which node-init's does not. The bench's
+/// observer watch runs and stops the clocks, as in node-init.
 pub async fn node_init_api_server_floor(n: usize) -> anyhow::Result<Floor> {
     let run = unique("floor");
     let client = testenv().admin_client().await;
     let api: Api<Node> = Api::all(client.clone());
-    let lat = Arc::new(Mutex::new(vec![]));
+    let observer = observe(&client, &run);
+    tokio::time::sleep(Duration::from_millis(300)).await; // the watch's initial list
+    let clocks = FloorClocks::default();
     let start = Instant::now();
-    futures::stream::iter(0..n)
+    let slots = futures::stream::iter(0..n)
         .map(|i| {
-            let (api, lat, run) = (api.clone(), lat.clone(), run.clone());
+            let (api, clocks, run) = (api.clone(), clocks.clone(), run.clone());
             async move {
                 let name = format!("{run}-n{i}");
                 let t0 = Instant::now();
+                clocks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+                    .insert(name.clone(), t0);
                 api.create(&PostParams::default(), &bench_node(&name, &run, None, true))
                     .await?;
                 ideal_ccm_writes(&api, &name).await?;
-                lat.lock()
+                clocks
+                    .lock()
                     .unwrap_or_else(|p| p.into_inner())
+                    .1
                     .push(t0.elapsed());
                 anyhow::Ok(())
             }
         })
         .buffer_unordered(CREATE_PARALLELISM)
         .try_collect::<Vec<_>>()
-        .await?;
-    let wall_s = start.elapsed().as_secs_f64();
-    cleanup_nodes(&run);
-    let mut l = lat.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    Ok(Floor {
-        latency_s: percentiles(&mut l),
-        wall_s,
-    })
+        .await;
+    if let Err(e) = slots {
+        observer.watch.abort();
+        cleanup_nodes(&run);
+        return Err(e);
+    }
+    finish_floor(n, &run, start, observer, clocks).await
 }
 
 /// The API server's floor for node-init's own burst: the Nodes are created exactly as node-init
 /// creates them (64 in flight, clocks start at each create), and 64 ideal-CCM workers take each
 /// Node the moment its create returns, first come first served, with no watch of its own and no
-/// cloud call; the bench's observer watch runs as in node-init.
+/// cloud call; the bench's observer watch runs and stops the clocks, as in node-init.
 /// No CCM doing these writes for this burst can have a lower p99 on this API server.
 pub async fn node_init_api_server_burst_floor(n: usize) -> anyhow::Result<Floor> {
     let run = unique("bfloor");
     let client = testenv().admin_client().await;
     let api: Api<Node> = Api::all(client.clone());
-    // The same observer as node-init's, for the same load on the API server.
     let observer = observe(&client, &run);
     tokio::time::sleep(Duration::from_millis(300)).await; // the watch's initial list
     let (created_tx, mut created) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let clocks = FloorClocks::default();
     let start = Instant::now();
     let creates = {
-        let (api, run) = (api.clone(), run.clone());
+        let (api, run, clocks) = (api.clone(), run.clone(), clocks.clone());
         async move {
             futures::stream::iter(0..n)
                 .map(|i| {
-                    let (api, run, tx) = (api.clone(), run.clone(), created_tx.clone());
+                    let (api, run, tx, clocks) =
+                        (api.clone(), run.clone(), created_tx.clone(), clocks.clone());
                     async move {
                         let name = format!("{run}-n{i}");
                         let t0 = Instant::now();
+                        clocks
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                            .insert(name.clone(), t0);
                         api.create(&PostParams::default(), &bench_node(&name, &run, None, true))
                             .await?;
                         // The receiver lives until every create is sent.
@@ -310,20 +388,23 @@ pub async fn node_init_api_server_burst_floor(n: usize) -> anyhow::Result<Floor>
     };
     let workers = futures::stream::poll_fn(|cx| created.poll_recv(cx))
         .map(|(name, t0)| {
-            let api = api.clone();
+            let (api, clocks) = (api.clone(), clocks.clone());
             async move {
                 ideal_ccm_writes(&api, &name).await?;
-                anyhow::Ok(t0.elapsed())
+                clocks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .1
+                    .push(t0.elapsed());
+                anyhow::Ok(())
             }
         })
         .buffer_unordered(CREATE_PARALLELISM)
-        .try_collect::<Vec<Duration>>();
-    let (_, mut lat) = tokio::try_join!(creates, workers)?;
-    let wall_s = start.elapsed().as_secs_f64();
-    observer.watch.abort();
-    cleanup_nodes(&run);
-    Ok(Floor {
-        latency_s: percentiles(&mut lat),
-        wall_s,
-    })
+        .try_collect::<Vec<_>>();
+    if let Err(e) = tokio::try_join!(creates, workers) {
+        observer.watch.abort();
+        cleanup_nodes(&run);
+        return Err(e);
+    }
+    finish_floor(n, &run, start, observer, clocks).await
 }

@@ -87,6 +87,8 @@ pub struct FloorRow {
     pub p50: Spread,
     pub p99: Spread,
     pub wall: Spread,
+    /// p99 to the writes' return, the floors' definition until 2026-12-03 (absent before).
+    pub write_p99: Spread,
 }
 
 impl FloorRow {
@@ -96,6 +98,7 @@ impl FloorRow {
             p50: over(runs, |r| r.latency_s.p50),
             p99: over(runs, |r| r.latency_s.p99),
             wall: over(runs, |r| r.wall_s),
+            write_p99: over(runs, |r| r.write_latency_s.p99),
         }
     }
 }
