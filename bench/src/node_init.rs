@@ -273,24 +273,48 @@ async fn ideal_ccm_writes(api: &Api<Node>, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each Node's clock start, and its time until its ideal writes returned.
-type FloorClocks = Arc<Mutex<(HashMap<String, Instant>, Vec<Duration>)>>;
+/// A floor's clocks: each Node's start, and each Node's time until its ideal writes returned.
+#[derive(Clone, Default)]
+struct FloorClocks(Arc<Mutex<ClockTimes>>);
 
-/// Ends a floor's run: waits for the bench's watch to see every Node initialized, as node-init
-/// does, and measures each Node to that moment.
+/// Clock starts by Node name, and the times until the writes returned.
+type ClockTimes = (HashMap<String, Instant>, Vec<Duration>);
+
+impl FloorClocks {
+    /// Starts `name`'s clock now.
+    fn start(&self, name: &str) -> Instant {
+        let t0 = Instant::now();
+        let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        c.0.insert(name.to_string(), t0);
+        t0
+    }
+
+    /// Records that a Node's writes returned, its clock started at `t0`.
+    fn written(&self, t0: Instant) {
+        let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        c.1.push(t0.elapsed());
+    }
+}
+
+/// Ends a floor's run whose writes ended in `writes`: waits for the bench's watch to see every
+/// Node initialized, as node-init does, and measures each Node to that moment.
 async fn finish_floor(
     n: usize,
     run: &str,
     start: Instant,
     observer: Observer,
     clocks: FloorClocks,
+    writes: anyhow::Result<()>,
 ) -> anyhow::Result<Floor> {
-    let waited = observer.wait_done(n, Duration::from_secs(300)).await;
+    let waited = match writes {
+        Ok(()) => observer.wait_done(n, Duration::from_secs(300)).await,
+        Err(e) => Err(e),
+    };
     observer.watch.abort();
     cleanup_nodes(run);
     waited?;
     let (sent, mut written) =
-        std::mem::take(&mut *clocks.lock().unwrap_or_else(|p| p.into_inner()));
+        std::mem::take(&mut *clocks.0.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(Floor {
         latency_s: percentiles(&mut observer.latencies(&sent)),
         write_latency_s: percentiles(&mut written),
@@ -316,32 +340,19 @@ pub async fn node_init_api_server_floor(n: usize) -> anyhow::Result<Floor> {
             let (api, clocks, run) = (api.clone(), clocks.clone(), run.clone());
             async move {
                 let name = format!("{run}-n{i}");
-                let t0 = Instant::now();
-                clocks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0
-                    .insert(name.clone(), t0);
+                let t0 = clocks.start(&name);
                 api.create(&PostParams::default(), &bench_node(&name, &run, None, true))
                     .await?;
                 ideal_ccm_writes(&api, &name).await?;
-                clocks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .1
-                    .push(t0.elapsed());
+                clocks.written(t0);
                 anyhow::Ok(())
             }
         })
         .buffer_unordered(CREATE_PARALLELISM)
         .try_collect::<Vec<_>>()
-        .await;
-    if let Err(e) = slots {
-        observer.watch.abort();
-        cleanup_nodes(&run);
-        return Err(e);
-    }
-    finish_floor(n, &run, start, observer, clocks).await
+        .await
+        .map(drop);
+    finish_floor(n, &run, start, observer, clocks, slots).await
 }
 
 /// The API server's floor for node-init's own burst: the Nodes are created exactly as node-init
@@ -367,12 +378,7 @@ pub async fn node_init_api_server_burst_floor(n: usize) -> anyhow::Result<Floor>
                         (api.clone(), run.clone(), created_tx.clone(), clocks.clone());
                     async move {
                         let name = format!("{run}-n{i}");
-                        let t0 = Instant::now();
-                        clocks
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0
-                            .insert(name.clone(), t0);
+                        let t0 = clocks.start(&name);
                         api.create(&PostParams::default(), &bench_node(&name, &run, None, true))
                             .await?;
                         // The receiver lives until every create is sent.
@@ -391,20 +397,12 @@ pub async fn node_init_api_server_burst_floor(n: usize) -> anyhow::Result<Floor>
             let (api, clocks) = (api.clone(), clocks.clone());
             async move {
                 ideal_ccm_writes(&api, &name).await?;
-                clocks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .1
-                    .push(t0.elapsed());
+                clocks.written(t0);
                 anyhow::Ok(())
             }
         })
         .buffer_unordered(CREATE_PARALLELISM)
         .try_collect::<Vec<_>>();
-    if let Err(e) = tokio::try_join!(creates, workers) {
-        observer.watch.abort();
-        cleanup_nodes(&run);
-        return Err(e);
-    }
-    finish_floor(n, &run, start, observer, clocks).await
+    let writes = tokio::try_join!(creates, workers).map(drop);
+    finish_floor(n, &run, start, observer, clocks, writes).await
 }
