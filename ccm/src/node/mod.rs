@@ -28,31 +28,75 @@ const INIT_MAX_AGE: Duration = Duration::from_secs(5);
 /// …and one this recent when its VM is not in the older one (it may have just been created).
 const INIT_FRESH: Duration = Duration::from_secs(1);
 
-/// Versions of Nodes this controller has already moved past by its own writes.
+/// What this controller knows of a Node's versions from its own initialization writes.
 ///
-/// Each initialization writes twice (status, then the taint), and each write's watch event
-/// queues a reconcile. The one queued by the status patch usually runs before the taint patch's
-/// event reaches the cache, and would see the Node still tainted: it is skipped here, without
-/// an API call, because the newer version's event is on its way and queues its own reconcile.
+/// Each initialization writes twice at once (status, and the taint), and each write's watch
+/// event queues a reconcile. An event that arrives while the writes are in flight shows the Node
+/// half-written (e.g. untainted but without addresses): reconciled then, it would write the
+/// addresses a second time (60 needless status patches in a 1000-Node burst, docs/benchmarks.md).
+/// So those reconciles are deferred until the writes end, and run then only if one of them saw
+/// a version the writes did not supersede (the complete one, or someone else's change). After
+/// the writes, the versions they moved past are skipped without an API call: the newer
+/// version's event is on its way and queues its own reconcile.
 #[derive(Default)]
-pub struct Superseded(Mutex<HashMap<String, (Vec<String>, Instant)>>);
+pub struct Superseded(Mutex<HashMap<String, OwnWrites>>);
+
+enum OwnWrites {
+    /// Writes in flight; the versions whose reconciles were deferred.
+    InFlight { deferred: Vec<Option<String>> },
+    /// Versions we wrote past, until another version is seen.
+    WrotePast(Vec<String>, Instant),
+}
 
 /// A record older than this is dropped (its Node was deleted before its next event).
 const SUPERSEDED_KEEP: Duration = Duration::from_secs(300);
 
 impl Superseded {
-    fn record(&self, node: &str, versions: Vec<String>) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|_, (_, at)| at.elapsed() < SUPERSEDED_KEEP);
-        m.insert(node.to_string(), (versions, Instant::now()));
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, OwnWrites>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `version` of `node` is one we already wrote past; any other version ends the
-    /// record (the cache has caught up, or someone else changed the Node).
+    /// Our writes to `node` start: its reconciles wait for [`Self::end`].
+    fn begin(&self, node: &str) {
+        self.lock().insert(
+            node.to_string(),
+            OwnWrites::InFlight {
+                deferred: Vec::new(),
+            },
+        );
+    }
+
+    /// Our writes to `node` ended, moving past `versions` (none when they failed). True when a
+    /// reconcile deferred meanwhile saw a version not among them: it must run again now.
+    fn end(&self, node: &str, versions: Vec<String>) -> bool {
+        let mut m = self.lock();
+        m.retain(
+            |_, r| !matches!(r, OwnWrites::WrotePast(_, at) if at.elapsed() >= SUPERSEDED_KEEP),
+        );
+        let rerun = match m.get(node) {
+            Some(OwnWrites::InFlight { deferred }) => deferred
+                .iter()
+                .any(|d| d.as_ref().is_none_or(|d| !versions.contains(d))),
+            _ => false,
+        };
+        m.insert(
+            node.to_string(),
+            OwnWrites::WrotePast(versions, Instant::now()),
+        );
+        rerun
+    }
+
+    /// Whether a reconcile of `version` of `node` is to be skipped: our writes to it are in
+    /// flight (the reconcile is deferred), or it is a version we already wrote past. Any other
+    /// version ends the record (the cache has caught up, or someone else changed the Node).
     fn is_stale(&self, node: &str, version: Option<&str>) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = match (m.get(node), version) {
-            (Some((old, _)), Some(v)) => old.iter().any(|o| o == v),
+        let mut m = self.lock();
+        let stale = match (m.get_mut(node), version) {
+            (Some(OwnWrites::InFlight { deferred }), v) => {
+                deferred.push(v.map(str::to_string));
+                true
+            }
+            (Some(OwnWrites::WrotePast(old, _)), Some(v)) => old.iter().any(|o| o == v),
             _ => false,
         };
         if !stale {
@@ -69,6 +113,9 @@ pub struct NodeController {
     /// Nodes waiting for their initialization; `--concurrent-node-syncs` workers take them in
     /// the order they came.
     init_queue: queue::InitQueue,
+    /// Nodes whose reconcile was deferred during our writes and must run again (see
+    /// [`Superseded`]).
+    rerun: futures::channel::mpsc::UnboundedSender<ObjectRef<Node>>,
 }
 
 /// Runs on the shared Node cache: `triggers` names the Nodes to reconcile.
@@ -79,11 +126,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let workers = usize::from(ctx.settings.concurrent_node_syncs.max(1));
+    let (rerun, reruns) = futures::channel::mpsc::unbounded();
     let state = Arc::new(NodeController {
         ctx,
         store: store.clone(),
         superseded: Superseded::default(),
         init_queue: queue::InitQueue::default(),
+        rerun,
     });
     // Dropped, and so stopped, when the controller stops.
     let mut init_workers = tokio::task::JoinSet::new();
@@ -94,10 +143,22 @@ pub async fn run(
     // from the cached listing) never wait.
     Controller::for_shared_stream(triggers, store)
         .with_config(Config::default().concurrency(0))
+        .reconcile_on(reruns)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+impl NodeController {
+    /// Our writes to `node` ended: records what they superseded, and reruns a reconcile
+    /// deferred meanwhile that saw something newer.
+    fn end_writes(&self, node: &str, superseded: Vec<String>) {
+        if self.superseded.end(node, superseded) {
+            // Closed only when the controller stops, when there is nothing left to rerun.
+            let _ = self.rerun.unbounded_send(ObjectRef::new(node));
+        }
+    }
 }
 
 /// Takes Nodes off the initialization queue, one at a time, until stopped.
@@ -259,12 +320,19 @@ async fn initialize(
     let pp = PatchParams::default();
     let main = Patch::<()>::Json(patch.main_patch().map_err(kube::Error::SerdeError)?);
     let status = Patch::Merge(patch.status_patch());
+    state.superseded.begin(&facts.name);
     let (after_status, after_main) = tokio::join!(
         api.patch_status(&facts.name, &pp, &status),
         api.patch(&facts.name, &pp, &main),
     );
     debug!(stage = "written", "node path");
-    let (after_status, after_main) = (after_status?, after_main?);
+    let (after_status, after_main) = match after_status.and_then(|s| after_main.map(|m| (s, m))) {
+        Ok(written) => written,
+        Err(e) => {
+            state.end_writes(&facts.name, Vec::new());
+            return Err(e.into());
+        }
+    };
     // Our two writes land in either order, and the earlier one's version lacks the other's
     // half: it and the version read are superseded, and their watch events' reconciles are
     // skipped without a request (see `Superseded`). Versions are opaque, so the later write is
@@ -282,7 +350,7 @@ async fn initialize(
         .filter_map(|n| n.metadata.resource_version.clone())
         .collect();
     superseded.dedup();
-    state.superseded.record(&facts.name, superseded);
+    state.end_writes(&facts.name, superseded);
     if let Some(created) = &node.metadata.creation_timestamp {
         let age = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
         if let Ok(d) = Duration::try_from(age) {
@@ -301,7 +369,10 @@ mod tests {
     fn versions_we_wrote_past_are_stale_until_a_newer_one_is_seen() {
         let s = Superseded::default();
         assert!(!s.is_stale("n1", Some("10")), "nothing recorded");
-        s.record("n1", vec!["10".into(), "11".into()]);
+        assert!(
+            !s.end("n1", vec!["10".into(), "11".into()]),
+            "nothing deferred"
+        );
         assert!(s.is_stale("n1", Some("10")));
         assert!(s.is_stale("n1", Some("11")));
         assert!(
@@ -311,11 +382,46 @@ mod tests {
         // The newer version ended the record: an old one is no longer recognised.
         assert!(!s.is_stale("n1", Some("12")));
         assert!(!s.is_stale("n1", Some("10")));
-        s.record("n1", vec!["20".into()]);
+        s.end("n1", vec!["20".into()]);
         assert!(
             !s.is_stale("n1", None),
             "a version-less object is never skipped"
         );
+    }
+
+    #[test]
+    fn reconciles_during_our_writes_wait_and_rerun_only_for_a_version_we_did_not_supersede() {
+        let s = Superseded::default();
+        s.begin("n1");
+        assert!(s.is_stale("n1", Some("11")), "deferred while writing");
+        assert!(
+            !s.is_stale("n2", Some("11")),
+            "other Nodes are not affected"
+        );
+        assert!(
+            !s.end("n1", vec!["10".into(), "11".into()]),
+            "the deferred version was one we wrote past: nothing to rerun"
+        );
+        assert!(s.is_stale("n1", Some("10")), "and the record holds after");
+
+        s.begin("n1");
+        assert!(s.is_stale("n1", Some("11")));
+        assert!(
+            s.is_stale("n1", Some("12")),
+            "the complete version, seen early"
+        );
+        assert!(
+            s.end("n1", vec!["10".into(), "11".into()]),
+            "12 was deferred and is not superseded: rerun"
+        );
+
+        s.begin("n1");
+        assert!(s.is_stale("n1", Some("13")));
+        assert!(
+            s.end("n1", Vec::new()),
+            "failed writes rerun what was deferred"
+        );
+        assert!(!s.is_stale("n1", Some("13")), "and supersede nothing");
     }
 }
 
@@ -380,6 +486,7 @@ mod executor_tests {
             store,
             superseded: Superseded::default(),
             init_queue: Default::default(),
+            rerun: futures::channel::mpsc::unbounded().0,
         };
         let result = reconcile_inner(n, &controller).await;
         sim.shutdown().await;
