@@ -86,10 +86,14 @@ async fn main() -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut rows = vec![];
         let mut peer_rows = vec![];
+        let (mut floors, mut burst_floors) = (vec![], vec![]);
         for &n in &a.node_sizes {
             let mut runs = vec![];
             let mut peer_runs: Vec<Vec<NodeInit>> = vec![vec![]; peers.len()];
-            // Alternating ours and each peer configuration, so drift of the machine hits all.
+            let (mut paced, mut burst) = (vec![], vec![]);
+            // Alternating ours, each peer configuration and both floors, so drift of the
+            // machine hits all: the API server slows as an invocation goes on, and floors run
+            // after all the CCM runs were slower than floors run beside them.
             for _ in 0..a.runs {
                 let x = node_init(n, setup).await?;
                 eprintln!(
@@ -113,25 +117,6 @@ async fn main() -> anyhow::Result<()> {
                     );
                     out.push(x);
                 }
-            }
-            rows.push(NodeInitRow::from_runs(n, runs));
-            for (cfg, out) in peers.iter().zip(peer_runs) {
-                if out.is_empty() {
-                    continue;
-                }
-                peer_rows.push(PeerNodeInitRow {
-                    config: cfg.clone(),
-                    row: NodeInitRow::from_runs(n, out),
-                });
-            }
-        }
-        r.node_init = rows;
-        r.node_init_peer = peer_rows;
-        // Both floors, alternating, as many runs as the CCMs.
-        let (mut floors, mut burst_floors) = (vec![], vec![]);
-        for &n in &a.node_sizes {
-            let (mut paced, mut burst) = (vec![], vec![]);
-            for _ in 0..a.runs {
                 let f = node_init_api_server_floor(n).await?;
                 eprintln!(
                     "node-init floor (self-paced) {n}: p50 {:.3} p99 {:.3} wall {:.3} s (p99 to the writes' return {:.3} s)",
@@ -147,7 +132,19 @@ async fn main() -> anyhow::Result<()> {
             }
             floors.push(FloorRow::from_runs(n, &paced));
             burst_floors.push(FloorRow::from_runs(n, &burst));
+            rows.push(NodeInitRow::from_runs(n, runs));
+            for (cfg, out) in peers.iter().zip(peer_runs) {
+                if out.is_empty() {
+                    continue;
+                }
+                peer_rows.push(PeerNodeInitRow {
+                    config: cfg.clone(),
+                    row: NodeInitRow::from_runs(n, out),
+                });
+            }
         }
+        r.node_init = rows;
+        r.node_init_peer = peer_rows;
         r.node_init_api_server_floor = floors;
         r.node_init_burst_floor = burst_floors;
     }
